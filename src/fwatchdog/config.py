@@ -1,0 +1,367 @@
+"""Every setting of the watchdog: its environment names, default, check and meaning.
+
+The environment is read once, at start-up, into one frozen `Config`. A value we cannot use stops
+the start with a one-line `ConfigError` naming the setting, the value and what is accepted: the Go
+of-watchdog falls back to defaults silently, and a function that quietly runs with a 30s timeout
+instead of the 5m its author wrote is worse than one that does not start.
+"""
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from fwatchdog.durations import parse_duration
+
+MODES = ("streaming", "serializing", "afterburn", "http", "static")
+
+
+class ConfigError(Exception):
+    """A setting has a value we cannot use; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The watchdog's settings, already checked.
+
+    `Config()` is the all-defaults configuration (with no function command), which is what tests
+    build on with `dataclasses.replace`. Durations are seconds; 0 means "no limit" where a
+    setting allows it.
+    """
+
+    mode: str = "streaming"
+    function_process: str = ""
+    function_argv: tuple[str, ...] = ()
+    port: int = 8080
+    metrics_port: int = 8081
+    upstream_url: str = ""
+    exec_timeout: float = 30.0
+    read_timeout: float = 30.0
+    write_timeout: float = 30.0
+    healthcheck_interval: float = 30.0
+    max_inflight: int = 0
+    content_type: str = "application/octet-stream"
+    suppress_lock: bool = False
+    static_path: str = "/home/app/public"
+    ready_path: str = ""
+    prefix_logs: bool = True
+    log_buffer_size: int = 65536
+    log_callid: bool = False
+    buffer_http: bool = False
+    log_format: str = "text"
+    lock_path: str = "/tmp/.lock"
+
+
+# --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
+# The reason is what follows "<setting>: " in the error, so it quotes the value and says what works.
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.Atoi takes; no "8_080", no spaces
+_TRUE = frozenset({"true", "1", "t", "yes", "on"})
+_FALSE = frozenset({"false", "0", "f", "no", "off"})
+
+
+def _integer(text: str) -> int:
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r} is not a TCP port; use a number from 1 to 65535")
+    return port
+
+
+def _at_least_zero(text: str) -> int:
+    number = _integer(text)
+    if number < 0:
+        raise ValueError(f"{text!r} is negative; use 0 (no limit) or more")
+    return number
+
+
+def _log_buffer_size(text: str) -> int:
+    number = _integer(text)
+    if number != -1 and number < 1:
+        raise ValueError(f"{text!r} is not a line length; use a number of bytes, or -1 (no limit)")
+    return number
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise ValueError(
+            f"{text!r} is not a duration ({error}); use 30s, 1m30s, 500ms or a number of seconds"
+        ) from None
+    if seconds < 0:
+        raise ValueError(f"{text!r} is negative; use 0 or more, e.g. 30s")
+    return seconds
+
+
+def _positive_duration(text: str) -> float:
+    seconds = _duration(text)
+    if seconds == 0:
+        raise ValueError("must be more than 0s")
+    return seconds
+
+
+def _boolean(text: str) -> bool:
+    # Go's of-watchdog takes only "true" and "1" as true, so "True" or "yes" silently mean false
+    # there; we accept the usual spellings in any case and reject anything else.
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not true or false; use true/false, 1/0, yes/no or on/off")
+
+
+def _one_of(*accepted: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in accepted:
+            raise ValueError(f"{text!r} is not one of {', '.join(accepted)}")
+        return text
+
+    return check
+
+
+def _url_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not a path; it must start with /, e.g. /ready")
+    return text
+
+
+def _upstream_url(text: str) -> str:
+    problem = f"{text!r} is not an http:// URL; use e.g. http://127.0.0.1:5000"
+    if not text.startswith("http://"):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(problem) from None
+    if not parts.hostname:
+        raise ValueError(problem)
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: the `Config` field `name`, read from the environment variables `env_names`.
+
+    `aliases` are the other environment variables read for it. Normally `name` wins over its
+    aliases; `alias_wins` reverses that where the Go watchdog does (`http_upstream_url` over
+    `upstream_url`). `default_text` is for `--help`; the default itself is `Config`'s.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    default_text: str
+    meaning: str
+    parse: Callable[[str], Any] = _text
+    alias_wins: bool = False
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Environment variables to read, the one that wins first."""
+        if self.alias_wins:
+            return (*self.aliases, self.name)
+        return (self.name, *self.aliases)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("mode", (), "streaming", "how the function runs: " + ", ".join(MODES), _one_of(*MODES)),
+    Setting(
+        "function_process",
+        ("fprocess",),
+        "(none)",
+        "the function's command, split on single spaces (no shell quoting); "
+        "required in every mode but static",
+    ),
+    Setting("port", (), "8080", "TCP port for requests", _port),
+    Setting("metrics_port", (), "8081", "TCP port for /metrics; must differ from port", _port),
+    Setting(
+        "upstream_url",
+        ("http_upstream_url",),
+        "(none)",
+        "http mode: the function's own HTTP server, e.g. http://127.0.0.1:5000; "
+        "http_upstream_url wins over upstream_url",
+        alias_wins=True,
+    ),
+    Setting(
+        "exec_timeout",
+        (),
+        "30s",
+        "longest a request may run the function; 0 disables it",
+        _duration,
+    ),
+    Setting(
+        "read_timeout",
+        (),
+        "30s",
+        "longest to wait for a request's head and body; 0: no limit",
+        _duration,
+    ),
+    Setting(
+        "write_timeout",
+        (),
+        "30s",
+        "longest to send a response; must be more than 0s",
+        _positive_duration,
+    ),
+    Setting(
+        "healthcheck_interval",
+        (),
+        "write_timeout",
+        "after SIGTERM, how long /_/health answers 503 before the watchdog stops accepting",
+        _duration,
+    ),
+    Setting(
+        "max_inflight",
+        (),
+        "0",
+        "requests run at once; past it 429 at once; 0: unlimited",
+        _at_least_zero,
+    ),
+    Setting(
+        "content_type",
+        (),
+        "application/octet-stream",
+        "Content-Type of responses from forking modes when the function sets none",
+    ),
+    Setting("suppress_lock", (), "false", "do not write the lock file used by health", _boolean),
+    Setting("static_path", (), "/home/app/public", "static mode: directory to serve"),
+    Setting(
+        "ready_path",
+        (),
+        "(none)",
+        "when set, /_/ready also asks the function at this path, e.g. /ready",
+        _url_path,
+    ),
+    Setting(
+        "prefix_logs",
+        (),
+        "true",
+        "prefix function output lines with time and stream name",
+        _boolean,
+    ),
+    Setting(
+        "log_buffer_size",
+        (),
+        "65536",
+        "longest function output line logged, in bytes (longer ones are cut); -1: no limit",
+        _log_buffer_size,
+    ),
+    Setting("log_callid", (), "false", "add the X-Call-Id header to request log lines", _boolean),
+    Setting(
+        "buffer_http",
+        ("http_buffer_req_body",),
+        "false",
+        "http mode: read the whole request body before sending it upstream; either name enables it",
+        _boolean,
+    ),
+    Setting("log_format", (), "text", "log lines as text or json", _one_of("text", "json")),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def lock_file_path(environ: Mapping[str, str]) -> str:
+    """Where the lock file lives: Go's `filepath.Join(os.TempDir(), ".lock")`.
+
+    A function of its own because `--run-healthcheck` needs it without the rest of the config.
+    """
+    return os.path.join(environ.get("TMPDIR") or "/tmp", ".lock")
+
+
+def load_config(environ: Mapping[str, str]) -> Config:
+    """Read and check every setting from `environ`; raise ConfigError for the first bad one."""
+    defaults = Config()
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        values[setting.name] = _read(setting, environ, getattr(defaults, setting.name))
+
+    # An unset or empty healthcheck_interval follows write_timeout, as in Go.
+    if not _raw(_BY_NAME["healthcheck_interval"], environ)[1]:
+        values["healthcheck_interval"] = values["write_timeout"]
+
+    # Either name turns buffering on; the table read above only sees the one that wins.
+    # A list, not a generator, so a bad value in the second name is reported even if the first
+    # is already true.
+    buffer_flags = [
+        _parse(_boolean, name, environ[name])
+        for name in _BY_NAME["buffer_http"].env_names
+        if environ.get(name)
+    ]
+    values["buffer_http"] = any(buffer_flags)
+
+    # Go's strings.Split(s, " ") would give "" for every extra space ("cat  -n" -> ["cat", "",
+    # "-n"]) and run the function with empty arguments; we drop those pieces instead.
+    values["function_argv"] = tuple(part for part in values["function_process"].split(" ") if part)
+    values["lock_path"] = lock_file_path(environ)
+
+    _check_together(values, environ)
+    return Config(**values)
+
+
+def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Checks that involve more than one setting."""
+    if values["mode"] != "static" and not values["function_argv"]:
+        raise ConfigError(
+            "fprocess: not set; give the function's command, e.g. fprocess=cat "
+            "(or function_process)"
+        )
+    if values["metrics_port"] == values["port"]:
+        raise ConfigError(
+            f"metrics_port: {values['metrics_port']} is also the port for requests; "
+            "give metrics_port and port different numbers"
+        )
+    # The URL is checked only in http mode: functions inherit the environment and may well use a
+    # variable called upstream_url for their own purposes.
+    if values["mode"] == "http":
+        name, text = _raw(_BY_NAME["upstream_url"], environ)
+        if not text:
+            raise ConfigError(
+                "http_upstream_url: not set; mode=http needs the function's server, "
+                "e.g. http_upstream_url=http://127.0.0.1:5000"
+            )
+        _parse(_upstream_url, name, text)
+
+
+def _raw(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The winning environment variable that is set and non-empty, and its text ("" if none).
+
+    An empty variable counts as unset everywhere, so `function_process=` does not hide
+    `fprocess=cat` (Go lets the empty one win) and `port=` means the default port.
+    """
+    for name in setting.env_names:
+        text = environ.get(name, "")
+        if text:
+            return name, text
+    return setting.name, ""
+
+
+def _read(setting: Setting, environ: Mapping[str, str], default: Any) -> Any:
+    """The setting's value from the environment; an empty variable means the default."""
+    name, text = _raw(setting, environ)
+    if not text:
+        return default
+    return _parse(setting.parse, name, text)
+
+
+def _parse(parse: Callable[[str], Any], env_name: str, text: str) -> Any:
+    """`parse(text)`, its ValueError turned into a ConfigError naming the variable."""
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise ConfigError(f"{env_name}: {error}") from None
