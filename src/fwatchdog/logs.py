@@ -1,0 +1,173 @@
+"""The watchdog's log: its own messages, one line per request, and the function's output.
+
+Text lines look like the Go of-watchdog's (`2026/11/27 22:11:18 <msg>`) so existing log searches
+keep working; `log_format=json` gives one JSON object per line for log collectors instead.
+"""
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
+
+_DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def human_size(size: float) -> str:
+    """Docker's units.HumanSize, which the Go watchdog's request line uses: 1024 -> "1.024kB"."""
+    unit = 0
+    while size >= 1000 and unit < len(_DECIMAL_UNITS) - 1:
+        size /= 1000
+        unit += 1
+    return f"{size:.4g}{_DECIMAL_UNITS[unit]}"
+
+
+class Log:
+    """Writes every line the watchdog prints, as text (Go's format) or JSON, to one stream.
+
+    `stream` defaults to stderr, looked up when the Log is made so tests can swap it.
+    """
+
+    def __init__(self, json_format: bool = False, stream: TextIO | None = None) -> None:
+        self.json_format = json_format
+        self._stream = stream if stream is not None else sys.stderr
+        # Formatting the time is a good part of a request line's cost; it changes once a second.
+        self._stamp_second = -1
+        self._stamp = ""
+
+    # `msg` is positional-only so that a field may be called anything, even "msg".
+    def info(self, msg: str, /, **fields: object) -> None:
+        self._write("info", msg, fields)
+
+    def error(self, msg: str, /, **fields: object) -> None:
+        self._write("error", msg, fields)
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        status: int,
+        size: int,
+        seconds: float,
+        call_id: str | None,
+    ) -> None:
+        """The one line per request; `call_id` is None unless log_callid is on."""
+        if self.json_format:
+            fields: dict[str, object] = {
+                "method": method,
+                "path": uri,
+                "status": status,
+                "bytes": size,
+                "seconds": round(seconds, 6),
+            }
+            if call_id is not None:
+                fields["call_id"] = call_id
+            self._write_json("info", f"{method} {uri} {status}", fields)
+            return
+        line = f"{method} {uri} - {status} - ContentLength: {human_size(size)} ({seconds:.4f}s)"
+        if call_id is not None:
+            line += f" [{call_id}]"
+        self._write_text(line)
+
+    def function_line(self, stream_name: str, line: str, prefix: bool) -> None:
+        """A line the function printed on `stream_name` ("stderr" or "stdout")."""
+        if self.json_format:
+            self._write_json("info", line, {"stream": stream_name})
+        elif prefix:
+            self._write_text(f"{stream_name}: {line}")
+        else:
+            self._put(line + "\n")
+
+    def _write(self, level: str, msg: str, fields: dict[str, object]) -> None:
+        if self.json_format:
+            self._write_json(level, msg, fields)
+        elif fields:
+            details = " ".join(f"{key}={value}" for key, value in fields.items())
+            self._write_text(f"{msg} {details}")
+        else:
+            self._write_text(msg)
+
+    def _write_text(self, msg: str) -> None:
+        now = int(time.time())
+        if now != self._stamp_second:
+            self._stamp_second = now
+            self._stamp = time.strftime("%Y/%m/%d %H:%M:%S ", time.localtime(now))
+        self._put(self._stamp + msg + "\n")
+
+    def _write_json(self, level: str, msg: str, fields: dict[str, object]) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record: dict[str, object] = {"time": stamp, "level": level, "msg": msg}
+        # Extra fields never overwrite the three every line has.
+        record.update((key, value) for key, value in fields.items() if key not in record)
+        self._put(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def _put(self, text: str) -> None:
+        # If the log's reader went away (closed pipe or stream) there is nowhere left to say so,
+        # and serving requests matters more than logging them.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(text)
+
+
+class LineSplitter:
+    """Cuts a function's output bytes into lines for the log, in memory bounded by `max_line`.
+
+    A line longer than `max_line` bytes (-1: no limit) is logged cut short with a marker, and the
+    rest of it is skipped up to the next newline; the following lines are forwarded as usual (Go's
+    scanner stops forwarding for good after one long line).
+    """
+
+    def __init__(self, emit: Callable[[str], None], max_line: int) -> None:
+        self._emit = emit
+        self._max_line = max_line
+        # One byte more than max_line, for the "\r" of a "\r\n" line that is exactly max_line long.
+        self._limit = max_line + 1 if max_line >= 0 else -1
+        self._buffer = bytearray()
+        self._skipping = False  # in the tail of a line that was already logged cut short
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        start = 0
+        while start < len(data):
+            newline = data.find(b"\n", start)
+            end = len(data) if newline < 0 else newline
+            if not self._skipping:
+                self._append(view[start:end])
+            if newline < 0:
+                return
+            if not self._skipping:
+                self._emit_line(self._buffer)
+            self._buffer.clear()
+            self._skipping = False
+            start = newline + 1
+
+    def close(self) -> None:
+        """Log a last line that had no newline."""
+        if self._buffer and not self._skipping:
+            self._emit_line(self._buffer)
+        self._buffer.clear()
+        self._skipping = False
+
+    def _append(self, piece: memoryview) -> None:
+        if self._limit < 0 or len(self._buffer) + len(piece) <= self._limit:
+            self._buffer += piece
+            return
+        self._buffer += piece[: self._limit - len(self._buffer)]
+        self._emit_truncated(self._buffer)
+        self._buffer.clear()
+        self._skipping = True
+
+    def _emit_line(self, line: bytearray) -> None:
+        if line.endswith(b"\r"):
+            del line[-1]
+        if 0 <= self._max_line < len(line):
+            self._emit_truncated(line)
+        else:
+            self._emit(line.decode("utf-8", errors="replace"))
+
+    def _emit_truncated(self, line: bytearray) -> None:
+        kept = bytes(line[: self._max_line])
+        self._emit(kept.decode("utf-8", errors="replace") + TRUNCATED_MARKER)
