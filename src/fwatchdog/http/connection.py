@@ -1,0 +1,388 @@
+"""One client connection: httptools callbacks in, `Request`s to the handler, responses out.
+
+Requests on a connection are answered one at a time, in order (pipelining). Reading stops
+whenever the current body has more than a small window buffered or too many requests wait,
+and writing producers wait while the socket's buffer is above its high-water mark, so neither
+a slow client nor a slow function makes the watchdog hold more than a fixed amount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httptools
+
+from fwatchdog.http.request import (
+    ClientDisconnectedError,
+    ReadTimeoutError,
+    Request,
+    RequestBody,
+    split_target,
+)
+from fwatchdog.http.response import Response
+
+Handler = Callable[[Request, Response], Awaitable[None]]
+OnError = Callable[[str], None]
+
+WRITE_HIGH_WATER = 64 * 1024
+MAX_QUEUED_REQUESTS = 16
+RAW_HEAD_SLACK = 256 * 1024
+
+
+class HeadersTooLargeError(Exception):
+    """Raised from a parser callback to stop parsing a head over the size limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits; 0 for a timeout means none."""
+
+    read_timeout: float = 30.0
+    write_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    max_header_bytes: int = 1024 * 1024
+
+
+class ServerState:
+    """What all connections of one listener share: live connections, for a graceful stop."""
+
+    def __init__(self) -> None:
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+
+    def close_idle(self) -> None:
+        for conn in list(self.connections):
+            conn.close_if_idle()
+
+
+class HttpConnection(asyncio.Protocol):
+    """An HTTP/1.1 server connection on the httptools (llhttp) parser."""
+
+    def __init__(
+        self, handler: Handler, limits: Limits, state: ServerState, on_error: OnError
+    ) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._state = state
+        self._on_error = on_error
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._current_body: RequestBody | None = None
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._raw_head_bytes = 0
+        self._in_headers = False
+        self._reading_paused = False
+        self._writable = True
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._drain_callbacks: list[Callable[[], None]] = []
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._responding = False
+        self.remote_addr: tuple[str, int] = ("", 0)
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.remote_addr = (str(peer[0]), int(peer[1]))
+        self._state.connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._in_headers or self._current_body is None or self._current_body.complete:
+            # A guard for one endless header line, which httptools buffers without a limit;
+            # the exact count of complete headers is kept in on_header.
+            self._raw_head_bytes += len(data)
+            if self._raw_head_bytes > self._limits.max_header_bytes + RAW_HEAD_SLACK:
+                self._reject(431, "request headers larger than 1 MiB")
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgrade is answered as a plain request; the rest is not parsed
+        except httptools.HttpParserError as error:
+            if self._header_bytes > self._limits.max_header_bytes:
+                self._reject(431, "request headers larger than 1 MiB")
+            else:
+                self._reject(400, f"malformed request: {error}")
+
+    def eof_received(self) -> bool:
+        body = self._current_body
+        if body is not None and not body.complete:
+            body.fail(ClientDisconnectedError("client closed the connection mid-body"))
+        # Half-closed clients still get their answers; close once they are sent.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._state.connections.discard(self)
+        self._cancel_timers()
+        body = self._current_body
+        if body is not None and not body.complete:
+            body.fail(ClientDisconnectedError("client disconnected"))
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        self._wake_writers()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._header_bytes = 0
+        self._headers = []
+        self._in_headers = True
+        self._cancel_idle_timer()
+        if self._limits.read_timeout > 0:
+            self._read_timer = self._loop.call_later(
+                self._limits.read_timeout, self._on_read_timeout
+            )
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise HeadersTooLargeError
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise HeadersTooLargeError
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
+        self._raw_head_bytes = 0
+        parser = self._parser
+        headers = self._headers
+        chunked = False
+        content_length: int | None = None
+        expect_continue = False
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+            elif lowered == "content-length":
+                content_length = int(value)
+            elif lowered == "expect":
+                expect_continue = value.lower() == "100-continue"
+        http_version = parser.get_http_version()
+        body = RequestBody(self, expect_continue and http_version == "1.1")
+        target = self._url.decode("latin-1")
+        path, query = split_target(target)
+        request = Request(
+            method=parser.get_method().decode("ascii"),
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            http_version=http_version,
+            keep_alive=parser.should_keep_alive(),
+            body=body,
+            chunked=chunked,
+            content_length=content_length,
+            remote_addr=self.remote_addr,
+        )
+        self._current_body = body
+        self._queue.append(request)
+        if self._runner is None:
+            self._runner = self._loop.create_task(self._serve_queue())
+        elif len(self._queue) > MAX_QUEUED_REQUESTS:
+            self.update_reading()
+
+    def on_body(self, data: bytes) -> None:
+        body = self._current_body
+        if body is not None:
+            body.feed(data)
+            if body.over_high_water and not self._reading_paused:
+                self.update_reading()
+
+    def on_message_complete(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if self._current_body is not None:
+            self._current_body.finish()
+
+    # ReadControl, for RequestBody
+    def update_reading(self) -> None:
+        """Pause the socket while the current body's window or the request queue is full."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        body = self._current_body
+        should_pause = len(self._queue) > MAX_QUEUED_REQUESTS or (
+            body is not None and body.over_high_water
+        )
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def send_continue(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # WriteControl, for Response
+    @property
+    def writable(self) -> bool:
+        return self._writable and not self._closed
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.writelines(parts)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ClientDisconnectedError("client disconnected")
+        if self._writable:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+        if self._closed:
+            raise ClientDisconnectedError("client disconnected")
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        if self._writable or self._closed:
+            callback()
+        else:
+            self._drain_callbacks.append(callback)
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        callbacks, self._drain_callbacks = self._drain_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    # Serving
+    async def _serve_queue(self) -> None:
+        """Answer queued requests in order until the queue is empty or the connection ends."""
+        try:
+            while self._queue and not self._closed:
+                request = self._queue.popleft()
+                if self._reading_paused:
+                    self.update_reading()
+                keep_open = await self._serve_one(request)
+                if not keep_open:
+                    self._close()
+                    return
+        finally:
+            self._runner = None
+        if self._state.closing:
+            self._close()
+        else:
+            self._arm_idle_timer()
+
+    async def _serve_one(self, request: Request) -> bool:
+        """Run the handler for one request; True when the connection may carry another."""
+        response = Response(self, request.method, request.http_version, request.keep_alive)
+        self._responding = True
+        try:
+            if self._limits.write_timeout > 0:
+                async with asyncio.timeout(self._limits.write_timeout):
+                    await self._handler(request, response)
+            else:
+                await self._handler(request, response)
+        except TimeoutError:
+            if not response.started:
+                response.keep_alive = False
+                response.send_text(504, f"write_timeout ({self._limits.write_timeout:g}s) exceeded")
+            else:
+                return False
+        except ClientDisconnectedError:
+            return False
+        except Exception as error:  # a bug in a mode must not take the server down
+            self._on_error(f"error serving {request.method} {request.target}: {error!r}")
+            if response.started:
+                return False
+            response.keep_alive = False
+            response.send_text(500, "internal error in the watchdog")
+        finally:
+            self._responding = False
+        if not response.finished:
+            response.end()
+        body = request.body
+        if not body.complete:
+            # The mode did not read the whole body: the next request cannot be found in it.
+            body.discard()
+            return False
+        return response.keep_alive and not self._state.closing
+
+    # Errors, timers, closing
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a request we could not parse, then close: the byte stream is lost."""
+        if self._transport is None or self._closed:
+            return
+        if not self._responding and not self._queue:
+            response = Response(self, "GET", "1.1", keep_alive=False)
+            response.send_text(status, reason)
+        self._close()
+
+    def _on_read_timeout(self) -> None:
+        self._read_timer = None
+        if self._in_headers:
+            self._reject(408, "read_timeout exceeded while reading the request headers")
+            return
+        body = self._current_body
+        if body is not None and not body.complete:
+            body.fail(ReadTimeoutError("read_timeout exceeded while reading the request body"))
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        if self._limits.idle_timeout > 0 and not self._closed:
+            self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._close)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_idle_timer()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def close_if_idle(self) -> None:
+        if self._runner is None and not self._in_headers:
+            self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._closed = True
+            self._cancel_timers()
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (a response that can no longer be completed)."""
+        if self._transport is not None:
+            self._transport.abort()

@@ -1,0 +1,174 @@
+"""One parsed HTTP request and its body, delivered as a stream with back-pressure.
+
+The body never accumulates beyond a small window: when more than `HIGH_WATER` bytes wait
+unread, the connection stops reading the socket until the consumer catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import unquote
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class BodyError(Exception):
+    """Reading the request body failed; the message says why."""
+
+
+class ReadTimeoutError(BodyError):
+    """The client did not send the whole request within `read_timeout`."""
+
+
+class ClientDisconnectedError(BodyError):
+    """The client went away before the request body was complete."""
+
+
+class ReadControl(Protocol):
+    """What a body needs from its connection: to stop and restart reading the socket."""
+
+    def update_reading(self) -> None: ...
+
+    def send_continue(self) -> None: ...
+
+
+class RequestBody:
+    """The request body as an async stream of chunks; `read()` returns b"" at the end."""
+
+    __slots__ = (
+        "_chunks",
+        "_control",
+        "_error",
+        "_waiter",
+        "buffered",
+        "complete",
+        "consumed_all",
+        "discarding",
+        "expect_continue",
+        "received",
+    )
+
+    def __init__(self, control: ReadControl, expect_continue: bool = False) -> None:
+        self._control = control
+        self._chunks: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BodyError | None = None
+        self.buffered = 0
+        self.received = 0
+        self.complete = False
+        self.consumed_all = False
+        self.discarding = False
+        self.expect_continue = expect_continue
+
+    # Producer side, called by the connection.
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.discarding:
+            return
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: BodyError) -> None:
+        if not self.complete:
+            self._error = error
+            self._wake()
+
+    @property
+    def over_high_water(self) -> bool:
+        return self.buffered > HIGH_WATER
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Consumer side, called by the mode.
+    async def read(self) -> bytes:
+        """The next chunk of the body, b"" once it is complete; raises BodyError on failure."""
+        if self.expect_continue:
+            self.expect_continue = False
+            self._control.send_continue()
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                self.consumed_all = True
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        was_high = self.buffered > LOW_WATER
+        self.buffered -= len(chunk)
+        if was_high and self.buffered <= LOW_WATER:
+            self._control.update_reading()
+        return chunk
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        """The whole body in memory (for buffering modes); BodyError past `limit` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.read():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise BodyError(f"request body larger than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def discard(self) -> None:
+        """Drop what is buffered and whatever still arrives (the mode will not read it)."""
+        self.discarding = True
+        self.expect_continue = False
+        self._chunks.clear()
+        self.buffered = 0
+        self._control.update_reading()
+
+
+@dataclass(slots=True)
+class Request:
+    """A request as the modes see it: no framing details beyond what they need."""
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    http_version: str
+    keep_alive: bool
+    body: RequestBody
+    chunked: bool = False
+    content_length: int | None = None
+    remote_addr: tuple[str, int] = ("", 0)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, matched without regard to case."""
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """Decoded path and raw query of a request-target (origin or absolute form)."""
+    if "://" in target:
+        # absolute-form: drop scheme and authority.
+        after_scheme = target.split("://", 1)[1]
+        slash = after_scheme.find("/")
+        target = after_scheme[slash:] if slash >= 0 else "/"
+    raw_path, _, query = target.partition("?")
+    raw_path = raw_path.split("#", 1)[0]
+    path = unquote(raw_path) if "%" in raw_path else raw_path
+    return path or "/", query.split("#", 1)[0]

@@ -1,0 +1,175 @@
+"""Writes one response: `start(status, headers)`, `write(chunk)`, `end()`.
+
+Framing lives here and nowhere else. The head goes out with the first body bytes (so a mode
+can still change its mind about the status until then). A Content-Length given by the mode is
+honoured; otherwise HTTP/1.1 responses are chunked and HTTP/1.0 ones end with the connection.
+HEAD responses carry the headers and no body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Protocol
+
+from fwatchdog.http.dates import http_date
+
+NO_BODY_STATUSES = frozenset({204, 304})
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+class WriteControl(Protocol):
+    """What a response needs from its connection."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, parts: list[bytes]) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def on_drain(self, callback: Callable[[], None]) -> None: ...
+
+
+class Response:
+    """The response to one request; records what was actually sent for logs and metrics."""
+
+    __slots__ = (
+        "_chunked",
+        "_conn",
+        "_http10",
+        "_is_head",
+        "_remaining",
+        "bytes_sent",
+        "finished",
+        "headers",
+        "keep_alive",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: WriteControl, method: str, http_version: str, keep_alive: bool):
+        self._conn = conn
+        self._is_head = method == "HEAD"
+        self._http10 = http_version == "1.0"
+        self._chunked = False
+        self._remaining: int | None = None
+        self.keep_alive = keep_alive
+        self.status = 200
+        self.headers: list[tuple[str, str]] = []
+        self.started = False
+        self.finished = False
+        self.bytes_sent = 0
+
+    def start(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        """Set status and headers; they are sent with the first body bytes or at `end()`."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.status = status
+        if headers is not None:
+            self.headers = headers
+
+    def _head(self, body_length: int | None) -> bytes:
+        """Build the status line and headers; `body_length` is known when the body is."""
+        self.started = True
+        status = self.status
+        lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
+        content_length: int | None = None
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                content_length = int(value)
+                continue
+            if lowered in ("transfer-encoding", "connection"):
+                continue  # framing is ours to decide
+            lines.append(f"{name}: {value}\r\n")
+        no_body = status in NO_BODY_STATUSES or status < 200
+        if no_body:
+            self._remaining = 0
+        elif content_length is not None:
+            self._remaining = content_length
+            lines.append(f"Content-Length: {content_length}\r\n")
+        elif body_length is not None:
+            self._remaining = body_length
+            lines.append(f"Content-Length: {body_length}\r\n")
+        elif self._is_head:
+            self._remaining = 0  # length unknown: say nothing about it
+        elif self._http10:
+            self.keep_alive = False  # the end of the connection ends the body
+        else:
+            self._chunked = True
+            lines.append("Transfer-Encoding: chunked\r\n")
+        if not self.keep_alive and not self._http10:
+            lines.append("Connection: close\r\n")
+        elif self.keep_alive and self._http10:
+            lines.append("Connection: keep-alive\r\n")
+        lines.append(f"Date: {http_date()}\r\n\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Send body bytes now; returns False when the client is not keeping up."""
+        if not data:
+            return self._conn.writable
+        head = b"" if self.started else self._head(None)
+        if self._is_head or self._remaining == 0:
+            if head:
+                self._conn.write(head)
+            return self._conn.writable
+        if self._remaining is not None:
+            data = data[: self._remaining]
+            self._remaining -= len(data)
+        self.bytes_sent += len(data)
+        if self._chunked:
+            self._conn.writelines([head, b"%x\r\n" % len(data), data, b"\r\n"])
+        elif head:
+            self._conn.writelines([head, data])
+        else:
+            self._conn.write(data)
+        return self._conn.writable
+
+    async def write(self, data: bytes) -> None:
+        """Send body bytes, waiting while the client's socket buffer is full."""
+        if not self.write_nowait(data):
+            await self._conn.drain()
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the client can take more bytes (for protocol producers)."""
+        self._conn.on_drain(callback)
+
+    def end(self, data: bytes = b"") -> None:
+        """Finish the response; with nothing sent yet, `data` is the whole body."""
+        if self.finished:
+            return
+        if not self.started:
+            head = self._head(len(data))
+            if self._is_head or self._remaining == 0:
+                self._conn.write(head)
+            else:
+                self.bytes_sent += len(data)
+                self._conn.writelines([head, data])
+        else:
+            if data:
+                self.write_nowait(data)
+            if self._chunked:
+                self._conn.write(b"0\r\n\r\n")
+        if self._remaining:
+            # The mode promised more bytes than it sent: the client cannot find the end.
+            self.keep_alive = False
+        self.finished = True
+
+    def send(
+        self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        """A complete small response in one call (probes, errors)."""
+        self.start(status, headers if headers is not None else [])
+        self.end(body)
+
+    def send_text(self, status: int, text: str) -> None:
+        """A plain-text error or message, one line."""
+        self.send(status, text.encode() + b"\n", [("Content-Type", "text/plain; charset=utf-8")])

@@ -1,0 +1,19 @@
+"""One module per mode; `make_mode` picks the one the configuration names."""
+
+from __future__ import annotations
+
+from fwatchdog.config import Config
+from fwatchdog.logs import Log
+from fwatchdog.modes.base import Mode
+
+
+class UnsupportedModeError(Exception):
+    """The configured mode exists in the Go watchdog but is not built here yet."""
+
+
+def make_mode(config: Config, log: Log) -> Mode:
+    if config.mode == "streaming":
+        from fwatchdog.modes.streaming import StreamingMode
+
+        return StreamingMode(config, log)
+    raise UnsupportedModeError(f"mode: '{config.mode}' is not implemented yet; use streaming")

@@ -1,0 +1,21 @@
+"""The interface every mode implements: start, handle a request, stop."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fwatchdog.http.request import Request
+from fwatchdog.http.response import Response
+
+
+class Mode(Protocol):
+    """One way of turning a request into a function's answer."""
+
+    async def start(self) -> None:
+        """Get ready to serve (start a long-lived child, check a directory, ...)."""
+
+    async def handle(self, request: Request, response: Response) -> None:
+        """Answer one request; must leave nothing running when it returns or is cancelled."""
+
+    async def stop(self) -> None:
+        """Release what `start` acquired."""

@@ -1,0 +1,171 @@
+"""Streaming mode (the default): one process per request, the body streamed through it.
+
+The request body flows into stdin while stdout flows to the client, at the same time (full
+duplex: `cat` echoes any size), each direction held back by the other end's pace. The status
+is decided at the first byte of output: before it, a failure still becomes a 500 (504 for
+`exec_timeout`, 408 for `read_timeout`) with a one-line reason instead of an empty 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fwatchdog.cgi import EnvironmentBuilder
+from fwatchdog.config import Config
+from fwatchdog.durations import format_duration
+from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
+from fwatchdog.http.response import Response
+from fwatchdog.logs import Log
+from fwatchdog.pipes import PipeReader, PipeWriter
+from fwatchdog.process import FunctionProcess, SpawnError, describe_exit, forward_to_log
+
+# After a kill, how long remaining output may take to arrive (a detached grandchild could
+# hold the pipe open for ever).
+DRAIN_AFTER_KILL = 1.0
+
+
+class StreamingMode:
+    """Forks `fprocess` for every request and streams the body through it."""
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self._config = config
+        self._log = log
+        self._argv = list(config.function_argv)
+        self._environment = EnvironmentBuilder()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, request: Request, response: Response) -> None:
+        config = self._config
+        try:
+            process = FunctionProcess.spawn(self._argv, self._environment.build(request))
+        except SpawnError as error:
+            request.body.discard()
+            self._log.error(str(error))
+            response.send_text(500, str(error))
+            return
+        run = _Run(process, request, response, config, self._log)
+        try:
+            await run.until_done()
+        finally:
+            run.close()
+
+
+class _Run:
+    """One request's process and the three pumps around it."""
+
+    def __init__(
+        self,
+        process: FunctionProcess,
+        request: Request,
+        response: Response,
+        config: Config,
+        log: Log,
+    ) -> None:
+        self._process = process
+        self._request = request
+        self._response = response
+        self._config = config
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._stdout_done = self._loop.create_future()
+        self._content_type = config.content_type
+        self._stdout = PipeReader(process.stdout_fd, self._on_output, self._on_output_end)
+        self._stderr = forward_to_log(
+            process.stderr_fd, log, "stderr", config.prefix_logs, config.log_buffer_size
+        )
+        self._stdin = PipeWriter(process.stdin_fd)
+        self._exited = process.wait()
+        self._stdout.start()
+        self._feeder = self._loop.create_task(self._feed_stdin(request.body))
+
+    def _on_output(self, data: bytes) -> None:
+        response = self._response
+        if not response.started:
+            response.start(200, [("Content-Type", self._content_type)])
+        if not response.write_nowait(data):
+            self._stdout.pause()
+            response.on_drain(self._stdout.resume)
+
+    def _on_output_end(self) -> None:
+        if not self._stdout_done.done():
+            self._stdout_done.set_result(None)
+
+    async def _feed_stdin(self, body: RequestBody) -> None:
+        stdin = self._stdin
+        try:
+            while chunk := await body.read():
+                if not stdin.write(chunk):
+                    await stdin.drain()
+                if stdin.broken:
+                    # The function stopped reading; the rest of the body is not wanted.
+                    body.discard()
+                    return
+        finally:
+            stdin.close()
+
+    async def until_done(self) -> None:
+        """Wait for output to end and the process to exit, within `exec_timeout`."""
+        outcome = self._loop.create_future()
+
+        def settle(_: object = None) -> None:
+            if outcome.done():
+                return
+            feeder = self._feeder
+            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                outcome.set_exception(feeder.exception())  # type: ignore[arg-type]
+            elif self._stdout_done.done() and self._exited.done():
+                outcome.set_result(self._exited.result())
+
+        self._feeder.add_done_callback(settle)
+        self._stdout_done.add_done_callback(settle)
+        self._exited.add_done_callback(settle)
+        exec_timeout = self._config.exec_timeout
+        try:
+            async with asyncio.timeout(exec_timeout if exec_timeout > 0 else None):
+                returncode = await outcome
+        except TimeoutError:
+            self._process.kill()
+            await self._drain_output()
+            reason = f"exec_timeout ({format_duration(exec_timeout)}) exceeded: function killed"
+            self._fail(504, reason)
+            return
+        except ClientDisconnectedError:
+            raise
+        except BodyError as error:
+            self._process.kill()
+            await self._drain_output()
+            self._fail(408, str(error))
+            return
+        if returncode != 0:
+            self._fail(500, describe_exit(returncode))
+
+    async def _drain_output(self) -> None:
+        """After a kill, let what the function already wrote reach the client."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_AFTER_KILL):
+                await asyncio.shield(self._stdout_done)
+
+    def _fail(self, status: int, reason: str) -> None:
+        request = self._request
+        if self._response.started:
+            self._log.error(f"{request.method} {request.target}: {reason} after output began")
+        else:
+            self._log.error(f"{request.method} {request.target}: {reason}")
+            self._request.body.discard()
+            self._response.send_text(status, reason)
+
+    def close(self) -> None:
+        """Leave nothing behind: process group, pipes, the stdin task."""
+        if not self._feeder.done():
+            self._feeder.cancel()
+        if self._process.returncode is None:
+            self._process.kill()
+        self._stdin.close()
+        self._stdout.close()
+        # stderr closes by itself at EOF, so that the last lines are still logged.

@@ -1,0 +1,151 @@
+"""Moving bytes between the event loop and a function's pipes, with back-pressure.
+
+Raw non-blocking file descriptors watched by the loop, rather than pipe transports: we own
+each descriptor from `pipe2()` to `close()`, there is no second buffer in between, and a
+reader can be paused the moment the client's socket is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
+READ_CHUNK = 256 * 1024
+
+
+class PipeReader:
+    """Reads a non-blocking pipe and hands each chunk to `on_data`; `on_eof` at the end."""
+
+    __slots__ = ("_fd", "_loop", "_on_data", "_on_eof", "_reading", "closed")
+
+    def __init__(
+        self,
+        fd: int,
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd = fd
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._reading = False
+        self.closed = False
+
+    def start(self) -> None:
+        self.resume()
+
+    def pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume(self) -> None:
+        if not self._reading and not self.closed:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._on_data(data)
+        else:
+            self.close()
+            self._on_eof()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.pause()
+            self.closed = True
+            os.close(self._fd)
+
+
+class PipeWriter:
+    """Writes to a non-blocking pipe; `write` says when the caller must `drain` first.
+
+    When the reader has gone (EPIPE) the writer is `broken` and further bytes are dropped:
+    a function may legitimately stop reading its input early.
+    """
+
+    __slots__ = ("_fd", "_loop", "_pending", "_waiter", "broken", "closed")
+
+    def __init__(self, fd: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd = fd
+        self._pending: memoryview | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.broken = False
+        self.closed = False
+
+    def write(self, data: bytes) -> bool:
+        """Write what the pipe takes now; False when the rest waits and `drain` is due."""
+        if self.broken or self.closed:
+            return True
+        try:
+            written = os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError:
+            self._break()
+            return True
+        if written == len(data):
+            return True
+        self._pending = memoryview(data)[written:]
+        self._loop.add_writer(self._fd, self._on_writable)
+        return False
+
+    def _on_writable(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            written = os.write(self._fd, pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._break()
+            return
+        if written < len(pending):
+            self._pending = pending[written:]
+            return
+        self._pending = None
+        self._loop.remove_writer(self._fd)
+        self._wake()
+
+    def _break(self) -> None:
+        self.broken = True
+        if self._pending is not None:
+            self._pending = None
+            self._loop.remove_writer(self._fd)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until everything written so far has entered the pipe (or it broke)."""
+        if self._pending is None:
+            return
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self._pending is not None:
+                self._pending = None
+                self._loop.remove_writer(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._wake()

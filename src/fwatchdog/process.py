@@ -1,0 +1,145 @@
+"""Starting a function process, waiting for it without blocking, and killing all of it.
+
+Processes start through CPython's `subprocess` (vfork + exec: measured 4x faster here than
+uvloop's own spawn, which forks), each in a new session so that `exec_timeout` can kill the
+function together with anything it started. Exit is awaited through a pidfd on the event loop:
+no thread, no SIGCHLD handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from fwatchdog.logs import LineSplitter, Log
+from fwatchdog.pipes import PipeReader
+
+PIPE_SIZE = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class SpawnError(Exception):
+    """The function could not be started; the message names the program and the reason."""
+
+
+def enlarge_pipe(fd: int) -> None:
+    """Fewer, larger reads and writes: the default 64 KiB pipe costs throughput."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def describe_exit(returncode: int) -> str:
+    """Go's wording: `exit status 1`, `signal: killed`."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    signum = -returncode
+    names = {signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault"}
+    try:
+        name = names.get(signal.Signals(signum), signal.Signals(signum).name)
+    except ValueError:
+        name = str(signum)
+    return f"signal: {name}"
+
+
+class FunctionProcess:
+    """One running function: the parent ends of its pipes, its exit status, how to stop it."""
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], stdin_fd: int, stdout_fd: int, stderr_fd: int
+    ) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.stdin_fd = stdin_fd
+        self.stdout_fd = stdout_fd
+        self.stderr_fd = stderr_fd
+        self.returncode: int | None = None
+        self._exited: asyncio.Future[int] | None = None
+        self._pidfd = -1
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], env: Mapping[str, str]) -> FunctionProcess:
+        """Start `argv` with three pipes; raises SpawnError with a message for the client.
+
+        The pipes are made here rather than by Popen so that we own the parent ends as
+        plain non-blocking descriptors (no file objects that could close them twice).
+        """
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+        stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+        enlarge_pipe(stdin_w)
+        enlarge_pipe(stdout_w)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=stdin_r,
+                stdout=stdout_w,
+                stderr=stderr_w,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as error:
+            for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                os.close(fd)
+            raise SpawnError(spawn_failure_message(argv[0], error)) from None
+        os.close(stdin_r)
+        os.close(stdout_w)
+        os.close(stderr_w)
+        for fd in (stdin_w, stdout_r, stderr_r):
+            os.set_blocking(fd, False)
+        return cls(popen, stdin_w, stdout_r, stderr_r)
+
+    def wait(self) -> asyncio.Future[int]:
+        """A future for the exit code (negative: killed by that signal), via a pidfd."""
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            self._exited = loop.create_future()
+            self._pidfd = os.pidfd_open(self.pid)
+            loop.add_reader(self._pidfd, self._reap)
+        return self._exited
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return  # not yet: a spurious wake-up
+        returncode = os.waitstatus_to_exitcode(status)
+        self.returncode = returncode
+        self.popen.returncode = returncode  # so Popen never waits for it again
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the function's whole process group (it runs in a session of its own).
+
+        Also after the leader has exited: Linux does not hand out a pid while a process
+        group of that number still has members, so this reaches only the function's own.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def spawn_failure_message(program: str, error: OSError) -> str:
+    """Go's wording for a function that cannot start, naming the program."""
+    if isinstance(error, FileNotFoundError):
+        return f'exec: "{program}": executable file not found in $PATH'
+    if isinstance(error, PermissionError):
+        return f'exec: "{program}": permission denied'
+    return f'exec: "{program}": {error.strerror or error}'
+
+
+def forward_to_log(fd: int, log: Log, stream_name: str, prefix: bool, max_line: int) -> PipeReader:
+    """Forward a function's output pipe to the log, line by line, until it closes."""
+    splitter = LineSplitter(lambda line: log.function_line(stream_name, line, prefix), max_line)
+    reader = PipeReader(fd, splitter.feed, splitter.close)
+    reader.start()
+    return reader

@@ -1,0 +1,108 @@
+"""What every request goes through before and after its mode: probes, max_inflight, the
+request log line and the metrics, each written once here from what the response actually sent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from fwatchdog.config import Config
+from fwatchdog.http.request import Request
+from fwatchdog.http.response import Response
+from fwatchdog.logs import Log
+from fwatchdog.metrics import Metrics
+from fwatchdog.modes.base import Mode
+
+HEALTH_PATH = "/_/health"
+READY_PATH = "/_/ready"
+PROBE_METHODS = ("GET", "HEAD")
+
+
+@dataclass(slots=True)
+class Health:
+    """Whether the watchdog should receive traffic: the lock file's and shutdown's view."""
+
+    lock_path: str
+    suppress_lock: bool
+    started: bool = False
+    shutting_down: bool = False
+
+    def healthy(self) -> bool:
+        if self.shutting_down or not self.started:
+            return False
+        return self.suppress_lock or os.path.exists(self.lock_path)
+
+
+class Router:
+    """Routes a request to a probe or to the mode, counting and logging function requests."""
+
+    def __init__(self, config: Config, mode: Mode, health: Health, log: Log, metrics: Metrics):
+        self._config = config
+        self._mode = mode
+        self._health = health
+        self._log = log
+        self._metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        path = request.path
+        if path == HEALTH_PATH:
+            self._health_probe(request, response)
+        elif path == READY_PATH:
+            await self._ready_probe(request, response)
+        else:
+            await self._function(request, response)
+
+    def _health_probe(self, request: Request, response: Response) -> None:
+        if request.method not in PROBE_METHODS:
+            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
+        elif self._health.healthy():
+            response.send(200, b"OK")
+        else:
+            response.send(503, b"Service Unavailable\n")
+
+    async def _ready_probe(self, request: Request, response: Response) -> None:
+        max_inflight = self._config.max_inflight
+        if request.method not in PROBE_METHODS:
+            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
+        elif not self._health.healthy():
+            response.send(503, b"Service Unavailable\n")
+        elif max_inflight and self.in_flight >= max_inflight:
+            response.send(429, b"Too Many Requests: max_inflight reached\n")
+        elif self._config.ready_path:
+            request.path = self._config.ready_path
+            request.target = self._config.ready_path
+            request.query = ""
+            await self._mode.handle(request, response)
+        else:
+            response.send(200, b"OK")
+
+    async def _function(self, request: Request, response: Response) -> None:
+        started = time.perf_counter()
+        max_inflight = self._config.max_inflight
+        self.in_flight += 1
+        self._metrics.in_flight.inc()
+        try:
+            if max_inflight and self.in_flight > max_inflight:
+                response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
+            else:
+                await self._mode.handle(request, response)
+        finally:
+            self.in_flight -= 1
+            self._metrics.in_flight.dec()
+            self._record(request, response, time.perf_counter() - started)
+
+    def _record(self, request: Request, response: Response, seconds: float) -> None:
+        status = response.status if response.started else 499  # 499: the client went away
+        self._metrics.observe(request.method, status, seconds)
+        user_agent = request.header("User-Agent")
+        if user_agent is not None and user_agent.startswith("kube-probe"):
+            return
+        call_id: str | None = None
+        if self._config.log_callid:
+            call_id = request.header("X-Call-Id") or "none"
+        self._log.request(
+            request.method, request.target, status, response.bytes_sent, seconds, call_id
+        )

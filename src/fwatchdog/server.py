@@ -1,0 +1,187 @@
+"""The watchdog's life, top to bottom: bind, start the mode, write the lock file, serve,
+drain on SIGTERM/SIGINT, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+
+import uvloop
+
+from fwatchdog.config import Config
+from fwatchdog.durations import format_duration
+from fwatchdog.http.connection import Handler, HttpConnection, Limits, ServerState
+from fwatchdog.logs import Log
+from fwatchdog.metrics import Metrics
+from fwatchdog.modes import UnsupportedModeError, make_mode
+from fwatchdog.routes import Health, Router
+
+BACKLOG = 1024
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+
+class StartupError(Exception):
+    """The watchdog cannot start serving; the message says what to change."""
+
+
+def run(config: Config, log: Log) -> int:
+    """Serve until told to stop; returns the process exit code."""
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(Watchdog(config, log).serve())
+    except StartupError as error:
+        log.error(f"fwatchdog: {error}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def listening_socket(port: int, setting: str) -> socket.socket:
+    """A dual-stack socket on all interfaces (IPv4 only where IPv6 is absent), like Go's `:port`."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address: tuple[str, int] = ("::", port)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = ("0.0.0.0", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        reason = "already in use" if error.errno == errno.EADDRINUSE else error.strerror
+        raise StartupError(f"{setting}: cannot listen on port {port}: {reason}") from None
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class Watchdog:
+    """One run of the server, from bind to exit."""
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self.config = config
+        self.log = log
+        self.health = Health(config.lock_path, config.suppress_lock)
+        self.metrics = Metrics()
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+
+    async def serve(self) -> int:
+        config, log = self.config, self.log
+        try:
+            mode = make_mode(config, log)
+        except UnsupportedModeError as error:
+            raise StartupError(str(error)) from None
+        router = Router(config, mode, self.health, log, self.metrics)
+        limits = Limits(
+            read_timeout=config.read_timeout,
+            write_timeout=config.write_timeout,
+            idle_timeout=config.read_timeout or DEFAULT_IDLE_TIMEOUT,
+        )
+        function_state = ServerState()
+        function_server = await self._listen(
+            router, limits, function_state, config.port, "port"
+        )
+        metrics_state = ServerState()
+        metrics_server = await self._listen(
+            self.metrics.handle, limits, metrics_state, config.metrics_port, "metrics_port"
+        )
+        log.info(f"Watchdog mode: {config.mode}\tfprocess: {config.function_process!r}")
+        log.info(
+            f"Timeouts: read: {format_duration(config.read_timeout)} "
+            f"write: {format_duration(config.write_timeout)} "
+            f"hard: {format_duration(config.exec_timeout)} "
+            f"health: {format_duration(config.healthcheck_interval)}"
+        )
+        log.info(f"Listening on port: {config.port}")
+        self._install_signal_handlers()
+        await mode.start()
+        self._mark_healthy()
+
+        await self._stop.wait()
+        await self._drain(router, function_server, function_state)
+        metrics_server.close()
+        metrics_state.closing = True
+        metrics_state.close_idle()
+        await mode.stop()
+        log.info(f"Exiting. Active connections: {router.in_flight}")
+        return 0
+
+    async def _listen(
+        self, handler: Handler, limits: Limits, state: ServerState, port: int, setting: str
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        sock = listening_socket(port, setting)
+
+        def on_error(message: str) -> None:
+            self.log.error(message)
+
+        return await loop.create_server(
+            lambda: HttpConnection(handler, limits, state, on_error), sock=sock, backlog=BACKLOG
+        )
+
+    def _mark_healthy(self) -> None:
+        if self.config.suppress_lock:
+            self.log.info(
+                'Warning: "suppress_lock" is enabled. '
+                "No automated health-checks will be in place for your function."
+            )
+        else:
+            path = self.config.lock_path
+            self.log.info(f"Writing lock-file to: {path}")
+            try:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                with open(path, "w"):
+                    pass
+            except OSError as error:
+                raise StartupError(
+                    f"cannot write the lock file {path}: {error.strerror}; "
+                    "set TMPDIR to a writable directory or suppress_lock=true"
+                ) from None
+        self.health.started = True
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stop.is_set():
+            return
+        self._stop_reason = signal.Signals(signum).name
+        self.health.shutting_down = True
+        self._remove_lock_file()
+        self._stop.set()
+
+    def _remove_lock_file(self) -> None:
+        if self.config.suppress_lock:
+            return
+        self.log.info(f"Removing lock-file : {self.config.lock_path}")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.config.lock_path)
+
+    async def _drain(
+        self, router: Router, server: asyncio.Server, state: ServerState
+    ) -> None:
+        """Serve on through `healthcheck_interval`, then stop accepting and let requests end."""
+        config, log = self.config, self.log
+        interval = config.healthcheck_interval
+        log.info(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
+        # Serve on while the orchestrator's probe sees 503 and stops routing to us.
+        await asyncio.sleep(interval)
+        log.info(f"No new connections allowed, draining: {router.in_flight} requests")
+        server.close()
+        state.closing = True
+        state.close_idle()
+        deadline = time.monotonic() + config.write_timeout
+        while router.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        state.close_idle()
