@@ -1,0 +1,178 @@
+"""Shared fixtures: start the real `fwatchdog` process on free ports and talk HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = Path(__file__).resolve().parent / "functions"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.01)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@dataclass
+class Watchdog:
+    """A running fwatchdog process and the means to talk to it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    tmpdir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.tmpdir / ".lock"
+
+    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str = "/",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a new connection: status, headers (last value wins), body."""
+        conn = self.connection(timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes, timeout: float = 5.0, shut_write: bool = False) -> bytes:
+        """Send raw bytes, return everything the server sends until it closes or goes quiet."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            if shut_write:
+                sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            try:
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except TimeoutError:
+                pass
+            return b"".join(chunks)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if text in log:
+                return log
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not in log:\n{self.log()}")
+
+    def metrics(self) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    def vmhwm_kib(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def start_watchdog(
+    tmp_path: Path, wait: bool = True, **settings: str
+) -> Watchdog:
+    """Start `python -m fwatchdog` with these settings on free ports."""
+    tmpdir = tmp_path / f"wd-{time.monotonic_ns()}"
+    tmpdir.mkdir()
+    port, metrics_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("fprocess", "function_process", "mode", "port")
+    }
+    env.update(
+        TMPDIR=str(tmpdir),
+        port=str(port),
+        metrics_port=str(metrics_port),
+        healthcheck_interval="0s",
+        PYTHONPATH=str(ROOT / "src"),
+    )
+    env.update(settings)
+    log_path = tmpdir / "watchdog.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fwatchdog"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=tmpdir,
+        )
+    watchdog = Watchdog(process, port, metrics_port, tmpdir, log_path, env)
+    if wait:
+        try:
+            wait_for_port(port)
+        except TimeoutError:
+            process.kill()
+            raise AssertionError(f"fwatchdog did not start:\n{watchdog.log()}") from None
+    return watchdog
+
+
+@pytest.fixture
+def watchdog_factory(tmp_path: Path) -> Iterator[Callable[..., Watchdog]]:
+    """Start watchdogs with `factory(fprocess="cat", ...)`; all are stopped afterwards."""
+    started: list[Watchdog] = []
+
+    def factory(wait: bool = True, **settings: str) -> Watchdog:
+        watchdog = start_watchdog(tmp_path, wait=wait, **settings)
+        started.append(watchdog)
+        return watchdog
+
+    yield factory
+    for watchdog in started:
+        if watchdog.process.poll() is None:
+            watchdog.process.kill()
+            watchdog.process.wait(10)
+
+
+def function(name: str) -> str:
+    """Path of a test function program in tests/functions."""
+    return str(FUNCTIONS / name)
