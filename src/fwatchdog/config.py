@@ -161,7 +161,8 @@ class Setting:
 
     `aliases` are the other environment variables read for it. Normally `name` wins over its
     aliases; `alias_wins` reverses that where the Go watchdog does (`http_upstream_url` over
-    `upstream_url`). `default_text` is for `--help`; the default itself is `Config`'s.
+    `upstream_url`). `default_text` is for `--help` ("unset" when there is none); the default
+    itself is `Config`'s.
     """
 
     name: str
@@ -184,7 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "function_process",
         ("fprocess",),
-        "(none)",
+        "unset",
         "the function's command, split on single spaces (no shell quoting); "
         "required in every mode but static",
     ),
@@ -193,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream_url",
         ("http_upstream_url",),
-        "(none)",
+        "unset",
         "http mode: the function's own HTTP server, e.g. http://127.0.0.1:5000; "
         "http_upstream_url wins over upstream_url",
         alias_wins=True,
@@ -244,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ready_path",
         (),
-        "(none)",
+        "unset",
         "when set, /_/ready also asks the function at this path, e.g. /ready",
         _url_path,
     ),

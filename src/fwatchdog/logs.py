@@ -9,7 +9,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TextIO
 
 TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
@@ -99,7 +98,10 @@ class Log:
         self._put(self._stamp + msg + "\n")
 
     def _write_json(self, level: str, msg: str, fields: dict[str, object]) -> None:
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = time.time()
+        seconds = int(now)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        stamp += f".{int((now - seconds) * 1000):03d}Z"
         record: dict[str, object] = {"time": stamp, "level": level, "msg": msg}
         # Extra fields never overwrite the three every line has.
         record.update((key, value) for key, value in fields.items() if key not in record)

@@ -46,7 +46,7 @@ def test_every_environment_setting_is_in_the_table_and_documented() -> None:
 
 
 @pytest.mark.parametrize(
-    "setting", [s for s in SETTINGS if s.default_text not in ("(none)", "write_timeout")]
+    "setting", [s for s in SETTINGS if s.default_text not in ("unset", "write_timeout")]
 )
 def test_help_default_text_is_the_real_default(setting: Setting) -> None:
     assert setting.parse(setting.default_text) == getattr(Config(), setting.name)
