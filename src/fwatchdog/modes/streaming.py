@@ -18,7 +18,13 @@ from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, 
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.pipes import PipeReader, PipeWriter
-from fwatchdog.process import FunctionProcess, SpawnError, describe_exit, forward_to_log
+from fwatchdog.process import (
+    FunctionProcess,
+    Program,
+    SpawnError,
+    describe_exit,
+    forward_to_log,
+)
 
 # After a kill, how long remaining output may take to arrive (a detached grandchild could
 # hold the pipe open for ever).
@@ -31,7 +37,7 @@ class StreamingMode:
     def __init__(self, config: Config, log: Log) -> None:
         self._config = config
         self._log = log
-        self._argv = list(config.function_argv)
+        self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder()
 
     async def start(self) -> None:
@@ -43,7 +49,7 @@ class StreamingMode:
     async def handle(self, request: Request, response: Response) -> None:
         config = self._config
         try:
-            process = FunctionProcess.spawn(self._argv, self._environment.build(request))
+            process = FunctionProcess.spawn(self._program, self._environment.build(request))
         except SpawnError as error:
             request.body.discard()
             self._log.error(str(error))
