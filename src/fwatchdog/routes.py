@@ -4,11 +4,13 @@ request log line and the metrics, each written once here from what the response 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
 
 from fwatchdog.config import Config
+from fwatchdog.durations import format_duration
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
@@ -88,11 +90,27 @@ class Router:
             if max_inflight and self.in_flight > max_inflight:
                 response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
             else:
-                await self._mode.handle(request, response)
+                await self._handle_within_write_timeout(request, response)
         finally:
             self.in_flight -= 1
             self._metrics.in_flight.dec()
             self._record(request, response, time.perf_counter() - started)
+
+    async def _handle_within_write_timeout(self, request: Request, response: Response) -> None:
+        """`write_timeout` bounds the whole response, as Go's http.Server.WriteTimeout does."""
+        write_timeout = self._config.write_timeout
+        try:
+            async with asyncio.timeout(write_timeout):
+                await self._mode.handle(request, response)
+        except TimeoutError:
+            reason = f"write_timeout ({format_duration(write_timeout)}) exceeded"
+            self._log.error(f"{request.method} {request.target}: {reason}")
+            if response.started:
+                response.abort()  # the client cannot be told any more
+            else:
+                request.body.discard()
+                response.keep_alive = False
+                response.send_text(504, reason)
 
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away

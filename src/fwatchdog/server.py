@@ -83,13 +83,10 @@ class Watchdog:
         router = Router(config, mode, self.health, log, self.metrics)
         limits = Limits(
             read_timeout=config.read_timeout,
-            write_timeout=config.write_timeout,
             idle_timeout=config.read_timeout or DEFAULT_IDLE_TIMEOUT,
         )
         function_state = ServerState()
-        function_server = await self._listen(
-            router, limits, function_state, config.port, "port"
-        )
+        function_server = await self._listen(router, limits, function_state, config.port, "port")
         metrics_state = ServerState()
         metrics_server = await self._listen(
             self.metrics.handle, limits, metrics_state, config.metrics_port, "metrics_port"
@@ -168,9 +165,7 @@ class Watchdog:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.config.lock_path)
 
-    async def _drain(
-        self, router: Router, server: asyncio.Server, state: ServerState
-    ) -> None:
+    async def _drain(self, router: Router, server: asyncio.Server, state: ServerState) -> None:
         """Serve on through `healthcheck_interval`, then stop accepting and let requests end."""
         config, log = self.config, self.log
         interval = config.healthcheck_interval

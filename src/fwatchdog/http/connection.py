@@ -41,7 +41,6 @@ class Limits:
     """Per-connection limits; 0 for a timeout means none."""
 
     read_timeout: float = 30.0
-    write_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_header_bytes: int = 1024 * 1024
 
@@ -307,17 +306,7 @@ class HttpConnection(asyncio.Protocol):
         response = Response(self, request.method, request.http_version, request.keep_alive)
         self._responding = True
         try:
-            if self._limits.write_timeout > 0:
-                async with asyncio.timeout(self._limits.write_timeout):
-                    await self._handler(request, response)
-            else:
-                await self._handler(request, response)
-        except TimeoutError:
-            if not response.started:
-                response.keep_alive = False
-                response.send_text(504, f"write_timeout ({self._limits.write_timeout:g}s) exceeded")
-            else:
-                return False
+            await self._handler(request, response)
         except ClientDisconnectedError:
             return False
         except Exception as error:  # a bug in a mode must not take the server down

@@ -36,6 +36,8 @@ class WriteControl(Protocol):
 
     def on_drain(self, callback: Callable[[], None]) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 class Response:
     """The response to one request; records what was actually sent for logs and metrics."""
@@ -162,6 +164,12 @@ class Response:
             # The mode promised more bytes than it sent: the client cannot find the end.
             self.keep_alive = False
         self.finished = True
+
+    def abort(self) -> None:
+        """Drop the connection: a started response that cannot be completed."""
+        self.keep_alive = False
+        self.finished = True
+        self._conn.abort()
 
     def send(
         self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
