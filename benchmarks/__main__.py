@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     for binary in binaries:
         print(f"{binary.label}: {binary.path} ({_version(binary)})", file=sys.stderr)
     load_before = os.getloadavg()
+    cpus = os.cpu_count() or 1
+    if load_before[0] > cpus / 2:
+        print(
+            f"note: load average {load_before[0]:.1f} on {cpus} CPUs before starting; "
+            "expect noisy numbers (the ratio, from alternated runs, holds up best)",
+            file=sys.stderr,
+        )
 
     all_results = run_all(scenarios, binaries, options, args.rounds)
 
