@@ -146,7 +146,24 @@ def _version(binary: WatchdogBinary) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
     text = (done.stdout + done.stderr).strip()
-    return text.splitlines()[-1] if text else ""
+    last = text.splitlines()[-1] if text else ""
+    # Go logs it: "2026/01/02 15:04:05 Version: 0.x	SHA: ...".
+    return re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", last).replace("\t", " ")
+
+
+def _git_describe() -> str:
+    """The commit being measured, and whether the work tree had changes."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
+        "commit": _git_describe(),
         "options": {**vars(options), "rounds": args.rounds},
         "watchdogs": {
             binary.label: {"path": str(binary.path), "version": _version(binary)}
