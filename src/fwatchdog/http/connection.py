@@ -119,11 +119,17 @@ class HttpConnection(asyncio.Protocol):
                 self._reject(400, f"malformed request: {error}")
 
     def eof_received(self) -> bool:
+        """The client closed its side: like Go's server, take it as gone and stop its work.
+
+        A closed and a half-closed socket look the same from here, and a function left
+        running for a client that has left would hold its slot until exec_timeout.
+        """
         body = self._current_body
         if body is not None and not body.complete:
             body.fail(ClientDisconnectedError("client closed the connection mid-body"))
-        # Half-closed clients still get their answers; close once they are sent.
-        return True
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True

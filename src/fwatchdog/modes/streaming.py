@@ -111,9 +111,12 @@ class _Run:
                 if stdin.broken:
                     # The function stopped reading; the rest of the body is not wanted.
                     body.discard()
-                    return
-        finally:
-            stdin.close()
+                    break
+        except BodyError:
+            # Kill before the pipe closes: a cut-off body must never look like a whole one.
+            self._process.kill()
+            raise
+        stdin.close()
 
     async def until_done(self) -> None:
         """Wait for output to end and the process to exit, within `exec_timeout`."""
