@@ -43,6 +43,24 @@ class ScenarioRuns:
         ]
         return statistics.median(values) if values else None
 
+    def paired_ratio(self, metric: Metric) -> float | None:
+        """Median over rounds of ours/reference within a round.
+
+        The two runs of a round are back to back, so they share the machine's mood; on a noisy
+        machine this moves less than the ratio of the two medians.
+        """
+        by_round: dict[int, dict[str, float]] = {}
+        for label in (OURS, REFERENCE):
+            for run in self.runs.get(label, []):
+                if run.values is not None:
+                    by_round.setdefault(run.round, {})[label] = run.values[metric.key]
+        ratios = [
+            pair[OURS] / pair[REFERENCE]
+            for pair in by_round.values()
+            if len(pair) == 2 and pair[REFERENCE]
+        ]
+        return statistics.median(ratios) if ratios else None
+
     def failures(self, label: str) -> int:
         return sum(run.error is not None for run in self.runs.get(label, []))
 
@@ -71,15 +89,17 @@ def render_table(all_results: list[ScenarioRuns], labels: list[str]) -> str:
     compare = REFERENCE in labels
     header = ["scenario", *labels]
     if compare:
-        header += ["ours/ref", "better"]
+        header += ["ours/ref", "paired", "better"]
     rows = [header]
     for results in all_results:
         for metric in results.scenario.metrics:
             row = [metric.title, *(_cell(results, label, metric) for label in labels)]
             if compare:
                 r = ratio(results.median(OURS, metric), results.median(REFERENCE, metric))
+                paired = results.paired_ratio(metric)
                 row += [
                     f"{r:.2f}x" if r is not None else "-",
+                    f"{paired:.2f}x" if paired is not None else "-",
                     "higher" if metric.higher_is_better else "lower",
                 ]
             rows.append(row)
@@ -92,7 +112,14 @@ def render_table(all_results: list[ScenarioRuns], labels: list[str]) -> str:
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+    table = [line(rows[0]), rule, *(line(row) for row in rows[1:])]
+    if compare:
+        table += [
+            "",
+            "ours/ref: ratio of the medians; paired: median of the per-round ratios (runs of a",
+            "round are back to back, so this one moves less on a noisy machine).",
+        ]
+    return "\n".join(table)
 
 
 def error_lines(all_results: list[ScenarioRuns]) -> list[str]:
@@ -124,6 +151,7 @@ def to_json(all_results: list[ScenarioRuns], meta: dict[str, Any]) -> dict[str, 
                 "higher_is_better": metric.higher_is_better,
                 "median": {label: results.median(label, metric) for label in results.runs},
                 "ratio_ours_to_reference": ratio(ours, reference),
+                "paired_ratio": results.paired_ratio(metric),
             }
         scenarios[results.scenario.name] = {
             "skipped": results.skipped,
