@@ -117,9 +117,7 @@ class Watchdog:
         return self.process.wait(timeout)
 
 
-def start_watchdog(
-    tmp_path: Path, wait: bool = True, **settings: str
-) -> Watchdog:
+def start_watchdog(tmp_path: Path, wait: bool = True, **settings: str) -> Watchdog:
     """Start `python -m fwatchdog` with these settings on free ports."""
     tmpdir = tmp_path / f"wd-{time.monotonic_ns()}"
     tmpdir.mkdir()

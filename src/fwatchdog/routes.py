@@ -91,6 +91,8 @@ class Router:
                 response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
             else:
                 await self._handle_within_write_timeout(request, response)
+            if not response.finished:
+                response.end()  # so the record below sees what the client gets
         finally:
             self.in_flight -= 1
             self._metrics.in_flight.dec()
