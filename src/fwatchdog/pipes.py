@@ -75,6 +75,14 @@ class PipeWriter:
 
     __slots__ = ("_fd", "_loop", "_pending", "_waiter", "broken", "closed")
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def mark_broken(self) -> None:
+        """The reader went away while bytes reached the pipe another way (splice)."""
+        self._break()
+
     def __init__(self, fd: int) -> None:
         self._loop = asyncio.get_running_loop()
         self._fd = fd
@@ -149,3 +157,48 @@ class PipeWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._wake()
+
+
+SPLICE_CHUNK = 1024 * 1024
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+
+class SpliceBlocked(Exception):
+    """Neither end could move a byte right now; wait for readiness and retry."""
+
+
+def splice_once(source_fd: int, target_fd: int, count: int) -> int:
+    """One non-blocking splice of at most `count` bytes; 0 means the source reached its end.
+
+    Raises SpliceBlocked when it would block and BrokenPipeError when the reader has gone.
+    """
+    try:
+        return os.splice(source_fd, target_fd, min(count, SPLICE_CHUNK), flags=SPLICE_FLAGS)
+    except (BlockingIOError, InterruptedError):
+        raise SpliceBlocked from None
+
+
+def wait_readable(fd: int, waiter: asyncio.Future[None]) -> None:
+    """Resolve `waiter` once `fd` is readable (one shot)."""
+    loop = waiter.get_loop()
+
+    def ready() -> None:
+        loop.remove_reader(fd)
+        if not waiter.done():
+            waiter.set_result(None)
+
+    loop.add_reader(fd, ready)
+    waiter.add_done_callback(lambda _: loop.remove_reader(fd))
+
+
+def wait_writable(fd: int, waiter: asyncio.Future[None]) -> None:
+    """Resolve `waiter` once `fd` is writable (one shot)."""
+    loop = waiter.get_loop()
+
+    def ready() -> None:
+        loop.remove_writer(fd)
+        if not waiter.done():
+            waiter.set_result(None)
+
+    loop.add_writer(fd, ready)
+    waiter.add_done_callback(lambda _: loop.remove_writer(fd))

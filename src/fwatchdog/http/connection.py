@@ -9,6 +9,7 @@ a slow client nor a slow function makes the watchdog hold more than a fixed amou
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class HttpConnection(asyncio.Protocol):
         self._raw_head_bytes = 0
         self._in_headers = False
         self._reading_paused = False
+        self._splicing = False
         self._writable = True
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._drain_callbacks: list[Callable[[], None]] = []
@@ -191,7 +193,9 @@ class HttpConnection(asyncio.Protocol):
             elif lowered == "expect":
                 expect_continue = value.lower() == "100-continue"
         http_version = parser.get_http_version()
-        body = RequestBody(self, expect_continue and http_version == "1.1")
+        body = RequestBody(
+            self, expect_continue and http_version == "1.1", None if chunked else content_length
+        )
         target = self._url.decode("latin-1")
         path, query = split_target(target)
         request = Request(
@@ -232,7 +236,7 @@ class HttpConnection(asyncio.Protocol):
     def update_reading(self) -> None:
         """Pause the socket while the current body's window or the request queue is full."""
         transport = self._transport
-        if transport is None or self._closed:
+        if transport is None or self._closed or self._splicing:
             return
         body = self._current_body
         should_pause = len(self._queue) > MAX_QUEUED_REQUESTS or (
@@ -244,6 +248,30 @@ class HttpConnection(asyncio.Protocol):
         elif not should_pause and self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
+
+    def detach_for_splice(self, body: RequestBody) -> int | None:
+        """Stop reading the socket and lend a duplicate of it for the rest of this body."""
+        transport = self._transport
+        if transport is None or self._closed or body is not self._current_body:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        if not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+        self._splicing = True
+        return os.dup(sock.fileno())
+
+    def reattach_after_splice(self, body: RequestBody, complete: bool) -> None:
+        """The body went past the parser: start a fresh parser for the next request."""
+        self._splicing = False
+        if self._closed:
+            return
+        if complete:
+            self._parser = httptools.HttpRequestParser(self)
+            self.on_message_complete()
+            self.update_reading()
 
     def send_continue(self) -> None:
         if self._transport is not None and not self._closed:

@@ -7,10 +7,13 @@ unread, the connection stops reading the socket until the consumer catches up.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote
+
+from fwatchdog.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -35,6 +38,10 @@ class ReadControl(Protocol):
 
     def send_continue(self) -> None: ...
 
+    def detach_for_splice(self, body: RequestBody) -> int | None: ...
+
+    def reattach_after_splice(self, body: RequestBody, complete: bool) -> None: ...
+
 
 class RequestBody:
     """The request body as an async stream of chunks; `read()` returns b"" at the end."""
@@ -47,12 +54,18 @@ class RequestBody:
         "buffered",
         "complete",
         "consumed_all",
+        "content_length",
         "discarding",
         "expect_continue",
         "received",
     )
 
-    def __init__(self, control: ReadControl, expect_continue: bool = False) -> None:
+    def __init__(
+        self,
+        control: ReadControl,
+        expect_continue: bool = False,
+        content_length: int | None = None,
+    ) -> None:
         self._control = control
         self._chunks: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -63,6 +76,7 @@ class RequestBody:
         self.consumed_all = False
         self.discarding = False
         self.expect_continue = expect_continue
+        self.content_length = content_length
 
     # Producer side, called by the connection.
     def feed(self, data: bytes) -> None:
@@ -125,6 +139,61 @@ class RequestBody:
                 raise BodyError(f"request body larger than {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+    async def splice_into(self, pipe_fd: int) -> bool | None:
+        """Move the rest of a Content-Length body into a pipe in the kernel (`splice`).
+
+        Returns None when it cannot apply (chunked, complete, or bytes already buffered: read
+        those first), True once the body has been moved, False when the pipe's reader went
+        away first. Raises BodyError as `read()` does.
+        """
+        if (
+            self.complete
+            or self._chunks
+            or self.content_length is None
+            or self.discarding
+            or self._error is not None
+        ):
+            return None
+        if self.expect_continue:
+            self.expect_continue = False
+            self._control.send_continue()
+        socket_fd = self._control.detach_for_splice(self)
+        if socket_fd is None:
+            return None
+        remaining = self.content_length - self.received
+        loop = asyncio.get_running_loop()
+        wait_for_socket = True
+        try:
+            while remaining > 0:
+                if self._error is not None:
+                    raise self._error
+                try:
+                    moved = splice_once(socket_fd, pipe_fd, remaining)
+                except SpliceBlocked:
+                    # Either end may be the one that blocks: alternate which one we wait for.
+                    self._waiter = loop.create_future()
+                    if wait_for_socket:
+                        wait_readable(socket_fd, self._waiter)
+                    else:
+                        wait_writable(pipe_fd, self._waiter)
+                    wait_for_socket = not wait_for_socket
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                except BrokenPipeError:
+                    return False
+                if moved == 0:
+                    raise ClientDisconnectedError("client closed the connection mid-body")
+                wait_for_socket = True
+                remaining -= moved
+                self.received += moved
+            return True
+        finally:
+            os.close(socket_fd)
+            self._control.reattach_after_splice(self, complete=remaining == 0)
 
     def discard(self) -> None:
         """Drop what is buffered and whatever still arrives (the mode will not read it)."""

@@ -105,13 +105,22 @@ class _Run:
     async def _feed_stdin(self, body: RequestBody) -> None:
         stdin = self._stdin
         try:
-            while chunk := await body.read():
+            while True:
+                spliced = await body.splice_into(stdin.fd)
+                if spliced is not None:
+                    if not spliced:
+                        stdin.mark_broken()
+                    break
+                chunk = await body.read()
+                if not chunk:
+                    break
                 if not stdin.write(chunk):
                     await stdin.drain()
                 if stdin.broken:
-                    # The function stopped reading; the rest of the body is not wanted.
-                    body.discard()
                     break
+            if stdin.broken:
+                # The function stopped reading; the rest of the body is not wanted.
+                body.discard()
         except BodyError:
             # Kill before the pipe closes: a cut-off body must never look like a whole one.
             self._process.kill()
