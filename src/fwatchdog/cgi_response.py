@@ -20,7 +20,9 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 # Framing is the HTTP layer's to decide, and it writes its own Date.
-_DROPPED = frozenset({b"connection", b"content-length", b"date", b"keep-alive", b"transfer-encoding"})
+_DROPPED = frozenset(
+    {b"connection", b"content-length", b"date", b"keep-alive", b"transfer-encoding"}
+)
 
 
 class CgiHeaderError(ValueError):

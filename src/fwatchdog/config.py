@@ -52,6 +52,12 @@ class Config:
     buffer_http: bool = False
     log_format: str = "text"
     lock_path: str = "/tmp/.lock"
+    cgi_response: bool = False
+    cgi_headers: bool = True
+    marshal_request: bool = False
+    combine_output: bool = False
+    write_debug: bool = False
+    read_debug: bool = False
 
 
 # --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
@@ -272,6 +278,38 @@ SETTINGS: tuple[Setting, ...] = (
         _boolean,
     ),
     Setting("log_format", (), "text", "log lines as text or json", _one_of("text", "json")),
+    Setting(
+        "cgi_response",
+        (),
+        "false",
+        "forking modes: the function's output starts with CGI header lines (Status, "
+        "Content-Type, Location, Set-Cookie, ...) and an empty line, then the body",
+        _boolean,
+    ),
+    Setting(
+        "cgi_headers",
+        (),
+        "true",
+        "forking modes: pass request headers as Http_* variables (RFC 3875 ones always are)",
+        _boolean,
+    ),
+    Setting(
+        "marshal_request",
+        (),
+        "false",
+        "forking modes: stdin gets the classic watchdog's JSON "
+        '{"header": {...}, "body": {"raw": <base64>}} instead of the body',
+        _boolean,
+    ),
+    Setting(
+        "combine_output",
+        (),
+        "false",
+        "serializing mode: stderr goes into the response with stdout (classic watchdog)",
+        _boolean,
+    ),
+    Setting("write_debug", (), "false", "forking modes: log the function's output", _boolean),
+    Setting("read_debug", (), "false", "forking modes: log the request body", _boolean),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

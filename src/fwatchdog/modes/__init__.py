@@ -16,4 +16,8 @@ def make_mode(config: Config, log: Log) -> Mode:
         from fwatchdog.modes.streaming import StreamingMode
 
         return StreamingMode(config, log)
+    if config.mode == "serializing":
+        from fwatchdog.modes.serializing import SerializingMode
+
+        return SerializingMode(config, log)
     raise UnsupportedModeError(f"mode: '{config.mode}' is not implemented yet; use streaming")

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Never reads its input; answers at once.
+echo "did not read it"
