@@ -17,22 +17,15 @@ import signal
 from collections.abc import Mapping, Sequence
 
 from fwatchdog.logs import LineSplitter, Log
-from fwatchdog.pipes import PipeReader
+from fwatchdog.pipes import PipeReader, enlarge_pipe
 
-PIPE_SIZE = 1024 * 1024
+STDIN_PREFILL_MAX = 64 * 1024  # a new pipe holds 64 KiB: writing this much never blocks
 # Python ignores SIGPIPE (and SIGXFSZ); a function must get the defaults, as with Popen.
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class SpawnError(Exception):
     """The function could not be started; the message names the program and the reason."""
-
-
-def enlarge_pipe(fd: int) -> None:
-    """Fewer, larger reads and writes: the default 64 KiB pipe costs throughput."""
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def describe_exit(returncode: int) -> str:
@@ -82,12 +75,16 @@ class FunctionProcess:
         self._pidfd = -1
 
     @classmethod
-    def spawn(cls, program: Program, env: Mapping[str, str]) -> FunctionProcess:
+    def spawn(
+        cls, program: Program, env: Mapping[str, str], stdin_data: bytes | None = None
+    ) -> FunctionProcess:
         """Start the program with three pipes; raises SpawnError with a message for the client.
 
         `posix_spawn` (glibc: clone with CLONE_VFORK) in a new session, so that a timeout can
         kill the whole group. Our ends of the pipes are plain non-blocking descriptors that
-        we own; every other descriptor of ours is close-on-exec.
+        we own; every other descriptor of ours is close-on-exec. With `stdin_data` (at most
+        STDIN_PREFILL_MAX bytes: a whole small body), stdin is filled and closed before the
+        process starts, and `stdin_fd` is -1.
         """
         path = program.path()
         if path is None:
@@ -95,8 +92,10 @@ class FunctionProcess:
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
         stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-        enlarge_pipe(stdin_w)
-        enlarge_pipe(stdout_w)
+        if stdin_data is None:
+            enlarge_pipe(stdin_w)
+        elif stdin_data:
+            os.write(stdin_w, stdin_data)  # fits: the pipe is empty and larger
         actions = [
             (os.POSIX_SPAWN_DUP2, stdin_r, 0),
             (os.POSIX_SPAWN_DUP2, stdout_w, 1),
@@ -131,8 +130,13 @@ class FunctionProcess:
         os.close(stdin_r)
         os.close(stdout_w)
         os.close(stderr_w)
-        for fd in (stdin_w, stdout_r, stderr_r):
-            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
+        if stdin_data is not None:
+            os.close(stdin_w)
+            stdin_w = -1
+        else:
+            fcntl.fcntl(stdin_w, fcntl.F_SETFL, os.O_NONBLOCK)
+        fcntl.fcntl(stdout_r, fcntl.F_SETFL, os.O_NONBLOCK)
+        fcntl.fcntl(stderr_r, fcntl.F_SETFL, os.O_NONBLOCK)
         return cls(pid, stdin_w, stdout_r, stderr_r)
 
     def wait(self) -> asyncio.Future[int]:
@@ -181,6 +185,6 @@ def spawn_failure_message(program: str, error: OSError) -> str:
 def forward_to_log(fd: int, log: Log, stream_name: str, prefix: bool, max_line: int) -> PipeReader:
     """Forward a function's output pipe to the log, line by line, until it closes."""
     splitter = LineSplitter(lambda line: log.function_line(stream_name, line, prefix), max_line)
-    reader = PipeReader(fd, splitter.feed, splitter.close)
+    reader = PipeReader(fd, lambda data, _at_eof: splitter.feed(data), splitter.close)
     reader.start()
     return reader

@@ -195,6 +195,20 @@ class RequestBody:
             os.close(socket_fd)
             self._control.reattach_after_splice(self, complete=remaining == 0)
 
+    def take_all_if_complete(self, limit: int) -> bytes | None:
+        """The whole body, if it has all arrived and is at most `limit` bytes; else None."""
+        if not self.complete or self.buffered > limit or self._error is not None:
+            return None
+        if self.discarding:
+            return b""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        self.consumed_all = True
+        self.expect_continue = False
+        return data
+
     def discard(self) -> None:
         """Drop what is buffered and whatever still arrives (the mode will not read it)."""
         self.discarding = True

@@ -155,6 +155,7 @@ class Response:
             else:
                 self.bytes_sent += len(data)
                 self._conn.writelines([head, data])
+            self._remaining = 0
         else:
             if data:
                 self.write_nowait(data)

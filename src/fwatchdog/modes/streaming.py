@@ -19,6 +19,7 @@ from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
+    STDIN_PREFILL_MAX,
     FunctionProcess,
     Program,
     SpawnError,
@@ -48,8 +49,14 @@ class StreamingMode:
 
     async def handle(self, request: Request, response: Response) -> None:
         config = self._config
+        body = request.body
+        # A small body that has fully arrived goes into stdin before the process starts:
+        # no stdin pump, and the function finds its whole input at once.
+        prefill = body.take_all_if_complete(STDIN_PREFILL_MAX)
         try:
-            process = FunctionProcess.spawn(self._program, self._environment.build(request))
+            process = FunctionProcess.spawn(
+                self._program, self._environment.build(request), prefill
+            )
         except SpawnError as error:
             request.body.discard()
             self._log.error(str(error))
@@ -81,19 +88,28 @@ class _Run:
         self._loop = asyncio.get_running_loop()
         self._stdout_done = self._loop.create_future()
         self._content_type = config.content_type
-        self._stdout = PipeReader(process.stdout_fd, self._on_output, self._on_output_end)
+        self._stdout = PipeReader(
+            process.stdout_fd, self._on_output, self._on_output_end, probe_eof=True
+        )
         self._stderr = forward_to_log(
             process.stderr_fd, log, "stderr", config.prefix_logs, config.log_buffer_size
         )
-        self._stdin = PipeWriter(process.stdin_fd)
+        self._stdin: PipeWriter | None = None
+        self._feeder: asyncio.Task[None] | None = None
+        if process.stdin_fd >= 0:
+            self._stdin = PipeWriter(process.stdin_fd)
+            self._feeder = self._loop.create_task(self._feed_stdin(self._stdin, request.body))
         self._exited = process.wait()
         self._stdout.start()
-        self._feeder = self._loop.create_task(self._feed_stdin(request.body))
 
-    def _on_output(self, data: bytes) -> None:
+    def _on_output(self, data: bytes, at_eof: bool) -> None:
         response = self._response
         if not response.started:
             response.start(200, [("Content-Type", self._content_type)])
+            if at_eof:
+                response.end(data)  # the whole output at once: one write, Content-Length
+                return
+            self._stdout.probe_eof = False
         if not response.write_nowait(data):
             self._stdout.pause()
             response.on_drain(self._stdout.resume)
@@ -102,8 +118,7 @@ class _Run:
         if not self._stdout_done.done():
             self._stdout_done.set_result(None)
 
-    async def _feed_stdin(self, body: RequestBody) -> None:
-        stdin = self._stdin
+    async def _feed_stdin(self, stdin: PipeWriter, body: RequestBody) -> None:
         try:
             while True:
                 spliced = await body.splice_into(stdin.fd)
@@ -135,12 +150,18 @@ class _Run:
             if outcome.done():
                 return
             feeder = self._feeder
-            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+            if (
+                feeder is not None
+                and feeder.done()
+                and not feeder.cancelled()
+                and feeder.exception() is not None
+            ):
                 outcome.set_exception(feeder.exception())  # type: ignore[arg-type]
             elif self._stdout_done.done() and self._exited.done():
                 outcome.set_result(self._exited.result())
 
-        self._feeder.add_done_callback(settle)
+        if self._feeder is not None:
+            self._feeder.add_done_callback(settle)
         self._stdout_done.add_done_callback(settle)
         self._exited.add_done_callback(settle)
         exec_timeout = self._config.exec_timeout
@@ -180,10 +201,11 @@ class _Run:
 
     def close(self) -> None:
         """Leave nothing behind: process group, pipes, the stdin task."""
-        if not self._feeder.done():
+        if self._feeder is not None and not self._feeder.done():
             self._feeder.cancel()
         if self._process.returncode is None:
             self._process.kill()
-        self._stdin.close()
+        if self._stdin is not None:
+            self._stdin.close()
         self._stdout.close()
         # stderr closes by itself at EOF, so that the last lines are still logged.
