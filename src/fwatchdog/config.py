@@ -45,6 +45,7 @@ class Config:
     content_type: str = "application/octet-stream"
     suppress_lock: bool = False
     static_path: str = "/home/app/public"
+    static_dotfiles: bool = False
     ready_path: str = ""
     prefix_logs: bool = True
     log_buffer_size: int = 65536
@@ -248,6 +249,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("suppress_lock", (), "false", "do not write the lock file used by health", _boolean),
     Setting("static_path", (), "/home/app/public", "static mode: directory to serve"),
+    Setting(
+        "static_dotfiles",
+        (),
+        "false",
+        "static mode: serve and list names starting with a dot (.env, .git/); 404 otherwise",
+        _boolean,
+    ),
     Setting(
         "ready_path",
         (),

@@ -16,6 +16,14 @@ def make_mode(config: Config, log: Log) -> Mode:
         from fwatchdog.modes.streaming import StreamingMode
 
         return StreamingMode(config, log)
+    if config.mode == "http":
+        from fwatchdog.modes.http_proxy import HttpMode
+
+        return HttpMode(config, log)
+    if config.mode == "static":
+        from fwatchdog.modes.static import StaticMode
+
+        return StaticMode(config, log)
     if config.mode == "serializing":
         from fwatchdog.modes.serializing import SerializingMode
 

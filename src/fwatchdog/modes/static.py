@@ -1,0 +1,371 @@
+"""Static mode: the files under `static_path`, served like Go's http.FileServer, and safer.
+
+A request goes: method check -> the in-memory cache of small files (one `stat` proves an entry
+is still the file on disk) -> the URL made safe (`static_paths`) -> open and check the file
+under the root -> redirects, index.html or a listing -> preconditions and ranges
+(`static_headers`) -> the body, from memory or read from the descriptor in chunks with the
+client's back-pressure. Anything that must not be served is a plain 404, whatever the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from fwatchdog.config import Config
+from fwatchdog.http.request import Request
+from fwatchdog.http.response import Response
+from fwatchdog.logs import Log
+from fwatchdog.modes.static_headers import (
+    TEXT_HTML,
+    Conditions,
+    Unsatisfiable,
+    Validators,
+    conditions_of,
+    content_range,
+    content_type_for,
+    multipart_layout,
+    precondition_status,
+    requested_ranges,
+    sniff_content_type,
+)
+from fwatchdog.modes.static_listing import directory_listing
+from fwatchdog.modes.static_paths import (
+    INDEX_NAME,
+    OpenedFile,
+    StaticRoot,
+    StaticRootError,
+    UrlPath,
+    parse_url_path,
+    raw_path_of,
+)
+from fwatchdog.server import StartupError
+
+ALLOWED_METHODS = ("GET", "HEAD")
+NOT_FOUND = b"404 page not found\n"
+TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
+# Files up to this size are kept in memory once served; the cache holds at most CACHE_BYTES.
+CACHE_FILE_MAX = 256 * 1024
+CACHE_BYTES = 64 * 1024 * 1024
+CACHE_ENTRIES = 4096
+# Larger files are read and sent in chunks of this size, each after the client took the last.
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class FileFacts:
+    """What a response needs to know about one version of a file."""
+
+    validators: Validators
+    content_type: str
+
+    def headers(self) -> list[tuple[str, str]]:
+        validators = self.validators
+        return [
+            ("Content-Type", self.content_type),
+            ("Last-Modified", validators.last_modified),
+            ("ETag", validators.etag),
+            ("Accept-Ranges", "bytes"),
+        ]
+
+
+@dataclass(slots=True)
+class CachedFile:
+    """A small file's bytes and the identity that proves they are still what is on disk."""
+
+    path: bytes
+    identity: tuple[int, int, int, int]
+    facts: FileFacts
+    body: bytes
+    headers_200: list[tuple[str, str]]
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+class FileCache:
+    """Small hot files by request path, oldest dropped first; validated on every use."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES, max_entries: int = CACHE_ENTRIES) -> None:
+        self._entries: OrderedDict[str, CachedFile] = OrderedDict()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
+
+    def get(self, key: str) -> CachedFile | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            current = _identity(os.stat(entry.path))
+        except OSError:
+            current = None
+        if current != entry.identity:
+            self._drop(key)
+            return None
+        return entry
+
+    def put(self, key: str, entry: CachedFile) -> None:
+        self._drop(key)
+        self._entries[key] = entry
+        self._bytes += len(entry.body)
+        while self._bytes > self._max_bytes or len(self._entries) > self._max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry.body)
+
+
+class StaticMode:
+    """Serves `static_path`; needs no function process."""
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self._config = config
+        self._log = log
+        self._root: StaticRoot | None = None
+        self._cache = FileCache()
+
+    async def start(self) -> None:
+        try:
+            self._root = StaticRoot(self._config.static_path, self._config.static_dotfiles)
+        except StaticRootError as error:
+            raise StartupError(str(error)) from None
+        self._log.info(f"Serving files at: {os.fsdecode(self._root.real)}")
+
+    async def stop(self) -> None:
+        return None
+
+    async def handle(self, request: Request, response: Response) -> None:
+        if not request.body.complete:
+            request.body.discard()
+        method = request.method
+        if method not in ALLOWED_METHODS:
+            response.send(405, b"Method Not Allowed\n", [*TEXT_PLAIN, ("Allow", "GET, HEAD")])
+            return
+        raw_path = raw_path_of(request.target)
+        cached = self._cache.get(raw_path)
+        if cached is not None:
+            self._send_cached(request, response, cached)
+            return
+        root = self._root
+        assert root is not None, "start() was not called"
+        url = parse_url_path(raw_path, root.dotfiles)
+        if url is None:
+            response.send(404, NOT_FOUND, TEXT_PLAIN)
+            return
+        opened = root.open(root.path_of(url.segments))
+        if opened is None:
+            response.send(404, NOT_FOUND, TEXT_PLAIN)
+            return
+        try:
+            await self._serve_opened(request, response, url, raw_path, opened)
+        finally:
+            opened.close()
+
+    async def _serve_opened(
+        self,
+        request: Request,
+        response: Response,
+        url: UrlPath,
+        raw_path: str,
+        opened: OpenedFile,
+    ) -> None:
+        root = self._root
+        assert root is not None
+        if opened.is_dir:
+            if not url.trailing_slash and url.segments:
+                self._redirect(request, response, url, directory=True)
+                return
+            index = root.open_index(opened)
+            if index is None:
+                self._send_listing(request, response, opened)
+                return
+            opened.close()
+            opened = index
+        elif url.trailing_slash:
+            self._redirect(request, response, url, directory=False)
+            return
+        elif url.segments and url.segments[-1] == INDEX_NAME:
+            # As Go does: /dir/index.html is known by its directory's name.
+            parent = UrlPath(url.segments[:-1], True)
+            self._redirect(request, response, parent, directory=True)
+            return
+        try:
+            await self._send_file(request, response, raw_path, opened)
+        finally:
+            opened.close()
+
+    def _redirect(
+        self, request: Request, response: Response, url: UrlPath, directory: bool
+    ) -> None:
+        _, _, query = request.target.partition("?")
+        location = url.location(directory, query.split("#", 1)[0])
+        body = f'<a href="{location}">Moved Permanently</a>.\n'.encode()
+        response.send(301, body, [("Location", location), ("Content-Type", TEXT_HTML)])
+
+    def _send_listing(self, request: Request, response: Response, directory: OpenedFile) -> None:
+        root = self._root
+        assert root is not None
+        validators = Validators(0, directory.stat.st_mtime_ns)
+        conditions = conditions_of(request.headers)
+        if conditions.if_modified_since is not None and conditions.if_none_match is None:
+            # Only If-Modified-Since applies: a listing has no ETag and ignores Range.
+            only_since = Conditions(if_modified_since=conditions.if_modified_since)
+            if precondition_status(only_since, validators) == 304:
+                response.send(304, b"", [("Last-Modified", validators.last_modified)])
+                return
+        body = directory_listing(directory.fd, directory.path, root.dotfiles, root.lists)
+        response.send(
+            200,
+            body,
+            [("Content-Type", TEXT_HTML), ("Last-Modified", validators.last_modified)],
+        )
+
+    def _send_cached(self, request: Request, response: Response, cached: CachedFile) -> None:
+        headers = request.headers
+        if headers and _may_condition(headers):
+            conditions = conditions_of(headers)
+            if conditions.any:
+                outcome = _Outcome.decide(conditions, cached.facts)
+                outcome.send_from_memory(response, cached.body)
+                return
+        response.start(200, list(cached.headers_200))
+        response.end(cached.body)
+
+    async def _send_file(
+        self, request: Request, response: Response, raw_path: str, opened: OpenedFile
+    ) -> None:
+        st = opened.stat
+        size = st.st_size
+        head = b""
+        if size <= CACHE_FILE_MAX:
+            head = os.pread(opened.fd, size, 0)
+            if len(head) != size:
+                # The file changed while we read it; say what was read, and do not keep it.
+                size = len(head)
+        content_type = content_type_for(opened.path.rsplit(b"/", 1)[-1])
+        if content_type is None:
+            if not head and size:
+                head = os.pread(opened.fd, 512, 0)
+            content_type = sniff_content_type(head)
+        facts = FileFacts(Validators(size, st.st_mtime_ns), content_type)
+        if size <= CACHE_FILE_MAX:
+            entry = CachedFile(
+                opened.path,
+                _identity(st),
+                facts,
+                head,
+                [*facts.headers(), ("Content-Length", str(size))],
+            )
+            if size == st.st_size:
+                self._cache.put(raw_path, entry)
+            self._send_cached(request, response, entry)
+            return
+        outcome = _Outcome.decide(conditions_of(request.headers), facts)
+        if request.method == "HEAD":
+            outcome.send_body = False
+        await outcome.send_from_file(response, opened.fd, self._log)
+
+
+def _may_condition(headers: list[tuple[str, str]]) -> bool:
+    """A quick look for If-* or Range headers before parsing them."""
+    for name, _ in headers:
+        first = name[0]
+        if first in "iIrR":
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """The status, headers and byte ranges one request gets for one file."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    ranges: list[tuple[int, int]]  # (start, length) of the file, in order
+    part_heads: tuple[bytes, ...] = ()
+    tail: bytes = b""
+    send_body: bool = True
+
+    @classmethod
+    def decide(cls, conditions: Conditions, facts: FileFacts) -> _Outcome:
+        validators = facts.validators
+        size = validators.size
+        status = precondition_status(conditions, validators)
+        if status == 304:
+            headers = [("ETag", validators.etag), ("Last-Modified", validators.last_modified)]
+            return cls(304, headers, [], send_body=False)
+        if status == 412:
+            return cls(
+                412, [*TEXT_PLAIN, ("Content-Length", "20")], [], tail=b"Precondition Failed\n"
+            )
+        headers = facts.headers()
+        try:
+            ranges = requested_ranges(conditions, validators)
+        except Unsatisfiable:
+            body = b"416 Requested Range Not Satisfiable\n"
+            headers = [
+                *TEXT_PLAIN,
+                ("Content-Range", f"bytes */{size}"),
+                ("Content-Length", str(len(body))),
+            ]
+            return cls(416, headers, [], tail=body)
+        if not ranges:
+            headers.append(("Content-Length", str(size)))
+            return cls(200, headers, [(0, size)] if size else [])
+        if len(ranges) == 1:
+            start, length = ranges[0]
+            headers.append(("Content-Range", content_range(start, length, size)))
+            headers.append(("Content-Length", str(length)))
+            return cls(206, headers, ranges)
+        layout = multipart_layout(ranges, facts.content_type, size)
+        headers[0] = ("Content-Type", layout.content_type)
+        headers.append(("Content-Length", str(layout.length)))
+        return cls(206, headers, ranges, layout.heads, layout.tail)
+
+    def send_from_memory(self, response: Response, body: bytes) -> None:
+        response.start(self.status, self.headers)
+        if not self.send_body:
+            response.end()
+            return
+        parts: list[bytes] = []
+        for index, (start, length) in enumerate(self.ranges):
+            if self.part_heads:
+                parts.append(self.part_heads[index])
+            parts.append(body[start : start + length] if length != len(body) else body)
+        parts.append(self.tail)
+        response.end(b"".join(parts))
+
+    async def send_from_file(self, response: Response, fd: int, log: Log) -> None:
+        response.start(self.status, self.headers)
+        if not self.send_body:
+            response.end()
+            return
+        for index, (start, length) in enumerate(self.ranges):
+            if self.part_heads:
+                await response.write(self.part_heads[index])
+            if not await _copy_range(response, fd, start, length, log):
+                return
+        response.end(self.tail)
+
+
+async def _copy_range(response: Response, fd: int, offset: int, length: int, log: Log) -> bool:
+    """Send `length` bytes of `fd` from `offset`, a chunk at a time; False if it was cut short."""
+    while length > 0:
+        try:
+            chunk = os.pread(fd, min(READ_CHUNK, length), offset)
+        except OSError as error:
+            log.error(f"static: reading a file failed: {error.strerror}")
+            chunk = b""
+        if not chunk:
+            # The file shrank under us: the promised length cannot be kept.
+            response.abort()
+            return False
+        offset += len(chunk)
+        length -= len(chunk)
+        await response.write(chunk)
+    return True
