@@ -1,0 +1,533 @@
+"""HTTP mode: `fprocess` is a long-lived HTTP server, and every request is proxied to it.
+
+The child starts once; the watchdog reports healthy only once `upstream_url` accepts TCP
+connections, and requests that arrive before then wait for it (within `exec_timeout`). Each
+request goes out on a pooled keep-alive connection with its method, raw target, headers and a
+body streamed as it arrives; the response streams back as the upstream sends it, whatever it
+is (Server-Sent Events arrive event by event). What the watchdog answers itself (502, 503, 504)
+says so in `X-OpenFaaS-Internal: of-watchdog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from urllib.parse import urlsplit
+
+from fwatchdog.child import LongLivedChild
+from fwatchdog.config import Config
+from fwatchdog.durations import format_duration, parse_duration
+from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
+from fwatchdog.http.response import Response
+from fwatchdog.logs import Log
+from fwatchdog.process import SpawnError, describe_exit
+from fwatchdog.tunnel import Tunnel
+from fwatchdog.upstream import (
+    LAST_CHUNK,
+    RawHeaders,
+    UpstreamClosedError,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    accepts_connections,
+    encode_chunk,
+)
+
+# Readiness polling: first retry after this, doubling up to the cap; a log line this often.
+READY_POLL_FIRST = 0.005
+READY_POLL_MAX = 0.1
+READY_LOG_EVERY = 5.0
+CONNECT_PROBE_TIMEOUT = 1.0
+
+INTERNAL_HEADER = ("X-OpenFaaS-Internal", "of-watchdog")
+
+# Hop-by-hop fields (RFC 9110 7.6.1), never forwarded in either direction; the fields that
+# a Connection header lists are dropped as well.
+_HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade")
+# Towards the upstream we also write the framing ourselves and answer 100-continue ourselves.
+_NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
+# Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds; Content-Length
+# stays (the HTTP layer frames the body with it).
+_NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
+# Connection options that are not field names.
+_CONNECTION_OPTIONS = frozenset(("close", "keep-alive", "upgrade"))
+# Upgrades (WebSocket) need the HTTP layer to hand the client's connection over after a 101;
+# until it can, an upgrade request goes upstream as a plain request.
+_CAN_SWITCH = hasattr(Response, "switch_protocols")
+
+
+class HttpMode:
+    """Starts `fprocess` once and reverse-proxies every request to `upstream_url`.
+
+    `failed` resolves with a one-line reason when the child exits on its own after start-up
+    (any exit code): the watchdog is then of no use, and the server should turn unhealthy,
+    let requests in flight end, call `stop()` and exit non-zero. It never resolves once
+    `stop()` has begun.
+    """
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self._config = config
+        self._log = log
+        url = urlsplit(config.upstream_url)
+        self._url = config.upstream_url
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or 80
+        self._authority = url.netloc
+        # Go appends the request URI to the URL, so a path in the URL prefixes every request.
+        self._path_prefix = url.path.rstrip("/")
+        self._buffer_body = config.buffer_http
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._pool = UpstreamPool(self._host, self._port)
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self.failed: asyncio.Future[str] = loop.create_future()
+        self._child: LongLivedChild | None = None
+        self._stopping = False
+        self._exit_reason = ""
+
+    # --- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the child and return once the upstream accepts connections."""
+        from fwatchdog.server import StartupError  # the server imports the modes
+
+        config, log = self._config, self._log
+        try:
+            self._child = LongLivedChild.start(
+                config.function_argv,
+                os.environ,
+                log,
+                config.prefix_logs,
+                config.log_buffer_size,
+            )
+        except SpawnError as error:
+            raise StartupError(f"fprocess: {error}") from None
+        log.info(f"Started fprocess (pid {self._child.pid}): {' '.join(config.function_argv)}")
+        self._child.on_exit(self._on_child_exit)
+        waited = await self._wait_for_upstream()
+        if waited is None:
+            raise StartupError(
+                f"fprocess exited before {self._url} accepted connections: "
+                f"{self._child.exit_description}"
+            )
+        log.info(f"Upstream {self._url} accepts connections ({waited:.3f}s after start)")
+        self._ready.set_result(None)
+
+    async def _wait_for_upstream(self) -> float | None:
+        """Poll the upstream with a short back-off; seconds waited, None if the child exited."""
+        child = self._child
+        assert child is not None
+        loop = self._loop
+        began = loop.time()
+        next_log = began + READY_LOG_EVERY
+        delay = READY_POLL_FIRST
+        while not child.exited.done():
+            if await accepts_connections(self._host, self._port, CONNECT_PROBE_TIMEOUT):
+                return loop.time() - began
+            now = loop.time()
+            if now >= next_log:
+                next_log = now + READY_LOG_EVERY
+                self._log.info(
+                    f"Waiting for the upstream {self._url} to accept connections "
+                    f"({now - began:.0f}s)"
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await asyncio.shield(child.exited)
+            delay = min(delay * 2, READY_POLL_MAX)
+        return None
+
+    def _on_child_exit(self, returncode: int) -> None:
+        if self._stopping:
+            return
+        self._exit_reason = f"Forked function has terminated: {describe_exit(returncode)}"
+        self._log.error(self._exit_reason)
+        self._pool.close()
+        if self._ready.done() and not self.failed.done():
+            self.failed.set_result(self._exit_reason)
+
+    async def stop(self) -> None:
+        """After the drain: SIGTERM the child's group, up to write_timeout, then SIGKILL."""
+        self._stopping = True
+        self._pool.close()
+        child = self._child
+        if child is None:
+            return
+        if not child.exited.done():
+            self._log.info(
+                f"Sending SIGTERM to fprocess (pid {child.pid}); SIGKILL after "
+                f"{format_duration(self._config.write_timeout)}"
+            )
+        await child.terminate(self._config.write_timeout)
+        self._log.info(f"fprocess (pid {child.pid}) ended: {child.exit_description}")
+
+    # --- requests --------------------------------------------------------------------------
+    async def handle(self, request: Request, response: Response) -> None:
+        started = time.perf_counter()
+        timeout, timeout_name = self._timeout_for(request)
+        waiting = not self._ready.done()
+        try:
+            async with asyncio.timeout(timeout if timeout > 0 else None):
+                if waiting:
+                    await asyncio.shield(self._ready)
+                    waiting = False
+                await self._proxy(request, response, started)
+        except TimeoutError:
+            if waiting:
+                reason = f"the upstream {self._url} is not accepting connections yet"
+                self._fail(request, response, 503, reason, started)
+            else:
+                reason = f"{timeout_name} ({format_duration(timeout)}) exceeded"
+                self._fail(request, response, 504, reason, started)
+        except ClientDisconnectedError:
+            raise
+        except BodyError as error:
+            self._fail(request, response, 408, str(error), started)
+
+    def _timeout_for(self, request: Request) -> tuple[float, str]:
+        """exec_timeout, or a shorter X-Timeout the request asks for (0: none)."""
+        exec_timeout = self._config.exec_timeout
+        if exec_timeout <= 0:
+            return 0.0, ""
+        asked = request.header("X-Timeout")
+        if asked:
+            try:
+                seconds = parse_duration(asked)
+            except ValueError:
+                seconds = 0.0
+            if 0 < seconds <= exec_timeout:
+                return seconds, "X-Timeout"
+        return exec_timeout, "exec_timeout"
+
+    async def _proxy(self, request: Request, response: Response, started: float) -> None:
+        if self._exit_reason:
+            self._fail(request, response, 502, self._exit_reason, started)
+            return
+        body = request.body
+        has_body = request.chunked or request.content_length is not None
+        buffered: bytes | None = None
+        if has_body and self._buffer_body:
+            buffered = await body.read_all()
+            framing = f"Content-Length: {len(buffered)}\r\n"
+        elif request.chunked:
+            framing = "Transfer-Encoding: chunked\r\n"
+        elif has_body:
+            framing = f"Content-Length: {request.content_length}\r\n"
+        else:
+            framing = ""
+        head = self._request_head(request, framing)
+        exchange = _Exchange(request, response, started, self._loop)
+        try:
+            for attempt in (1, 2):
+                conn = self._pool.take() if attempt == 1 else None
+                if conn is None:
+                    try:
+                        conn = await self._pool.connect()
+                    except OSError as error:
+                        reason = self._exit_reason or (
+                            f"cannot connect to the upstream {self._url}: {error.strerror or error}"
+                        )
+                        self._fail(request, response, 502, reason, started)
+                        return
+                exchange.attach(conn)
+                conn.begin(exchange, request.method == "HEAD")
+                if buffered is not None:
+                    conn.writelines([head, buffered])
+                elif not has_body:
+                    conn.write(head)
+                else:
+                    await self._send_body(conn, head, body, request.chunked, exchange)
+                try:
+                    await exchange.done
+                except UpstreamClosedError as error:
+                    if attempt == 1 and error.stale and exchange.replayable:
+                        exchange.retry()
+                        continue
+                    raise
+                break
+            if exchange.upgraded:
+                await self._tunnel(request, response, conn, exchange)
+        except UpstreamError as error:
+            if response.started:
+                self._log.error(f"{request.method} {request.target}: {error}; response cut off")
+                response.abort()
+            else:
+                self._fail(request, response, 502, self._exit_reason or str(error), started)
+        finally:
+            exchange.close()
+
+    async def _tunnel(
+        self, request: Request, response: Response, conn: UpstreamConnection, exchange: _Exchange
+    ) -> None:
+        """After the upstream's 101: join the client and the upstream until either closes."""
+        switch_protocols = getattr(response, "switch_protocols", None)
+        if switch_protocols is None:
+            conn.abort()
+            raise UpstreamError("the upstream switched protocols, which is not supported yet")
+
+        def to_client(size: int) -> None:
+            response.bytes_sent += size
+
+        tunnel = Tunnel(to_client)
+        try:
+            switch_protocols(exchange.upgrade_headers, tunnel.client_end)
+            conn.hand_over(tunnel.upstream_end)
+            await tunnel.done
+        except BaseException:
+            tunnel.abort()
+            conn.abort()
+            raise
+        tunnel.close()
+
+    async def _send_body(
+        self,
+        conn: UpstreamConnection,
+        head: bytes,
+        body: RequestBody,
+        chunked: bool,
+        exchange: _Exchange,
+    ) -> None:
+        """Send the head and what the body has so far; a task streams the rest."""
+        if exchange.replay is not None:
+            conn.writelines([head, *exchange.replay])
+            return
+        if body.complete and not exchange.body_taken:
+            # All of it is here already (a small request): send it in one go, and keep it in
+            # case a stale pooled connection makes us send it again.
+            parts = [head]
+            while chunk := await body.read():
+                parts.extend(encode_chunk(chunk) if chunked else (chunk,))
+            if chunked:
+                parts.append(LAST_CHUNK)
+            conn.writelines(parts)
+            exchange.replay = parts[1:]
+            return
+        conn.write(head)
+        conn.body_complete = False
+        exchange.start_pump(_pump_body(conn, body, chunked, exchange))
+
+    def _request_head(self, request: Request, framing: str) -> bytes:
+        target = request.target
+        if target.startswith("/"):
+            target = self._path_prefix + target
+        elif "://" in target:  # absolute-form: the upstream gets origin-form
+            rest = target.split("://", 1)[1]
+            slash = rest.find("/")
+            target = self._path_prefix + (rest[slash:] if slash >= 0 else "/")
+        lines = [f"{request.method} {target} HTTP/1.1\r\n"]
+        has_host = False
+        upgrade: str | None = None
+        listed: set[str] | None = None
+        for name, value in request.headers:
+            lowered = name.lower()
+            if lowered in _NOT_FORWARDED or lowered.startswith("proxy-"):
+                if lowered == "connection":
+                    listed = _connection_tokens(value, listed)
+                elif lowered == "upgrade":
+                    upgrade = value
+                continue
+            if lowered == "host":
+                has_host = True
+            lines.append(f"{name}: {value}\r\n")
+        if listed is not None and not listed <= _CONNECTION_OPTIONS:
+            lines[1:] = [
+                f"{name}: {value}\r\n"
+                for name, value in request.headers
+                if not _is_hop_by_hop(name.lower(), listed)
+            ]
+        if not has_host:
+            lines.append(f"Host: {self._authority}\r\n")
+        if upgrade is not None and listed is not None and "upgrade" in listed and _CAN_SWITCH:
+            lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n")
+        lines.append(framing)
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def _fail(
+        self, request: Request, response: Response, status: int, reason: str, started: float
+    ) -> None:
+        """Answer with our own one-line response, or cut off one that has begun."""
+        self._log.error(f"{request.method} {request.target}: {reason}")
+        if response.started:
+            response.abort()
+            return
+        request.body.discard()
+        response.send(
+            status,
+            reason.encode() + b"\n",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                INTERNAL_HEADER,
+                ("X-Duration-Seconds", f"{time.perf_counter() - started:f}"),
+            ],
+        )
+
+
+class _Exchange:
+    """One request's trip to the upstream: the `ResponseSink` that writes to the client."""
+
+    __slots__ = (
+        "_loop",
+        "_pump",
+        "body_taken",
+        "conn",
+        "done",
+        "replay",
+        "request",
+        "response",
+        "started",
+        "upgrade_headers",
+        "upgraded",
+    )
+
+    def __init__(
+        self, request: Request, response: Response, started: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.started = started
+        self._loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.conn: UpstreamConnection | None = None
+        self._pump: asyncio.Task[None] | None = None
+        # The request body as sent, when it was all in memory; bytes a body stream handed over.
+        self.replay: list[bytes] | None = None
+        self.body_taken = 0
+        self.upgraded = False
+        self.upgrade_headers: list[tuple[str, str]] = []
+
+    def attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request can be sent again exactly: nothing of a body stream is gone."""
+        return self.replay is not None or self.body_taken == 0
+
+    def retry(self) -> None:
+        """Forget the failed attempt (a stale pooled connection) before sending again."""
+        self._stop_pump()
+        self.done = self._loop.create_future()
+
+    # ResponseSink
+    def on_head(self, status: int, headers: RawHeaders) -> None:
+        returned = _returned_headers(headers)
+        returned.append(("X-Duration-Seconds", f"{time.perf_counter() - self.started:f}"))
+        if status == 101:
+            # Sent by the HTTP layer when it hands the client's connection over.
+            protocol = next((v for n, v in headers if n.lower() == b"upgrade"), b"")
+            returned += [("Connection", "Upgrade"), ("Upgrade", protocol.decode("latin-1"))]
+            self.upgrade_headers = returned
+            return
+        self.response.start(status, returned)
+
+    def on_body(self, data: bytes) -> None:
+        response = self.response
+        if not response.write_nowait(data):
+            conn = self.conn
+            assert conn is not None
+            conn.pause_reading()
+            response.on_drain(conn.resume_reading)
+
+    def on_end(self) -> None:
+        self.response.end()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_error(self, error: UpstreamError) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+
+    def on_upgrade(self) -> None:
+        self.upgraded = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # The request body stream
+    def start_pump(self, pump: asyncio.Future[None] | object) -> None:
+        self._pump = self._loop.create_task(pump)  # type: ignore[arg-type]
+        self._pump.add_done_callback(self._pump_ended)
+
+    def _pump_ended(self, pump: asyncio.Task[None]) -> None:
+        if pump.cancelled():
+            return
+        error = pump.exception()
+        if error is not None:
+            # The client's body failed (read_timeout, disconnect): the upstream must not take
+            # the part it got for a whole request.
+            if self.conn is not None and self.conn.busy_with is self:
+                self.conn.abort()
+            if not self.done.done():
+                self.done.set_exception(error)
+
+    def _stop_pump(self) -> None:
+        pump = self._pump
+        self._pump = None
+        if pump is not None and not pump.done():
+            pump.cancel()
+
+    def close(self) -> None:
+        """Leave nothing behind: an unfinished connection is dropped, the body pump stopped."""
+        pump = self._pump
+        if pump is not None and not pump.done():
+            self._stop_pump()
+            # The upstream answered before taking the whole body; the rest is not wanted.
+            self.request.body.discard()
+        conn = self.conn
+        if conn is not None and conn.busy_with is self:
+            conn.abort()
+        done = self.done
+        if done.done() and not done.cancelled():
+            done.exception()  # retrieved: a failure seen by nobody is not worth a warning
+
+
+async def _pump_body(
+    conn: UpstreamConnection, body: RequestBody, chunked: bool, exchange: _Exchange
+) -> None:
+    """Stream the request body to the upstream as it arrives, at the upstream's pace."""
+    while chunk := await body.read():
+        exchange.body_taken += len(chunk)
+        if chunked:
+            conn.writelines(encode_chunk(chunk))
+        else:
+            conn.write(chunk)
+        if not conn.writable:
+            await conn.drain()
+        if conn.closed:
+            return  # the exchange reports why
+    if chunked:
+        conn.write(LAST_CHUNK)
+    conn.body_complete = True
+
+
+def _connection_tokens(value: str, listed: set[str] | None) -> set[str]:
+    """Add the options of one Connection header to `listed`."""
+    listed = set() if listed is None else listed
+    for token in value.split(","):
+        token = token.strip().lower()
+        if token:
+            listed.add(token)
+    return listed
+
+
+def _is_hop_by_hop(lowered: str, listed: set[str]) -> bool:
+    return lowered in _NOT_FORWARDED or lowered.startswith("proxy-") or lowered in listed
+
+
+def _returned_headers(raw: RawHeaders) -> list[tuple[str, str]]:
+    """The upstream's response headers minus hop-by-hop ones, as the HTTP layer takes them."""
+    headers: list[tuple[str, str]] = []
+    listed: set[bytes] | None = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in _NOT_RETURNED or lowered.startswith(b"proxy-"):
+            if lowered == b"connection":
+                listed = listed or set()
+                listed.update(token.strip().lower() for token in value.split(b","))
+            continue
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    if listed:
+        names = {token.decode("latin-1") for token in listed if token}
+        headers = [(name, value) for name, value in headers if name.lower() not in names]
+    return headers

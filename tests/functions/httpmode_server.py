@@ -1,0 +1,268 @@
+"""A function's own HTTP server for http mode tests (started by the watchdog as `fprocess`).
+
+Listens on 127.0.0.1:$UPSTREAM_PORT after $STARTUP_DELAY seconds. Each path is one behaviour
+a test needs; see `Handler.do_GET` for the list. Prints a line to stdout and one to stderr at
+start, and `SIGTERM received` to stderr when terminated (it then exits 0 unless
+$IGNORE_SIGTERM is set, in which case only SIGKILL ends it).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+WEBSOCKET_GUID = "258EAFA5-E914-47CA-C5AB-0DC85B11B5DB"
+RELEASES: dict[str, threading.Event] = {}
+RELEASES_LOCK = threading.Lock()
+SERVER: ThreadingHTTPServer | None = None
+
+
+def release_event(key: str) -> threading.Event:
+    with RELEASES_LOCK:
+        return RELEASES.setdefault(key, threading.Event())
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    drop_next_request = False  # per connection: answer the next request by closing
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # keep the watchdog's log for the tests' own lines
+
+    # --- helpers ---
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def read_body(self) -> tuple[bytes, str]:
+        """The request body and how it was framed."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(parts), "chunked"
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            return self.rfile.read(int(length)), f"length {length}"
+        return b"", "none"
+
+    def reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+        self.send_response(status)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    # --- routes ---
+    def handle_one_request(self) -> None:
+        if self.drop_next_request:
+            # Close as soon as the next request arrives, without answering: what a pooled
+            # connection looks like when the server timed it out just as it was reused.
+            self.raw_requestline = self.rfile.readline(65537)
+            if self.raw_requestline:
+                print(f"dropped {self.raw_requestline.decode().strip()}", file=sys.stderr)
+                sys.stderr.flush()
+            self.close_connection = True
+            return
+        super().handle_one_request()
+
+    def do_GET(self) -> None:
+        self.route()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def route(self) -> None:
+        path = urlsplit(self.path).path
+        query = self.query()
+        if path == "/echo":
+            body, framing = self.read_body()
+            info = {
+                "method": self.command,
+                "target": self.path,
+                "headers": [[name, value] for name, value in self.headers.items()],
+                "framing": framing,
+                "body": body.decode("latin-1"),
+            }
+            self.reply(200, json.dumps(info).encode(), [("Content-Type", "application/json")])
+        elif path == "/sleep":
+            self.read_body()
+            time.sleep(float(query.get("s", "1")))
+            self.reply(200, b"slept\n")
+        elif path == "/status":
+            self.read_body()
+            code = int(query.get("code", "200"))
+            headers = [("Location", "/elsewhere")] if 300 <= code < 400 else []
+            self.reply(code, f"status {code}\n".encode(), headers)
+        elif path == "/cookies":
+            self.reply(200, b"", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2; Path=/")])
+        elif path == "/hop":
+            self.reply(
+                200,
+                b"hop\n",
+                [
+                    ("Connection", "X-Secret"),
+                    ("X-Secret", "hidden"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Proxy-Authenticate", "Basic"),
+                    ("Trailer", "X-Checksum"),
+                    ("Upgrade", "h2c"),
+                    ("X-Visible", "shown"),
+                    ("X-Duration-Seconds", "99"),
+                ],
+            )
+        elif path == "/sse":
+            # One event, then wait for /release?key=... before each of the next ones.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            key = query.get("key", "sse")
+            count = int(query.get("n", "3"))
+            for number in range(1, count + 1):
+                if number > 1:
+                    event = release_event(f"{key}-{number}")
+                    if not event.wait(10):
+                        self.write_chunk(b"data: gave up\n\n")
+                        break
+                self.write_chunk(f"data: event {number}\n\n".encode())
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/release":
+            release_event(query["key"]).set()
+            self.reply(200, b"released\n")
+        elif path == "/stream-echo":
+            # Answers each body chunk with a line as it arrives (the body must stream in).
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                data = self.rfile.read(size)
+                self.rfile.readline()
+                self.write_chunk(b"got " + data + b"\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/until-eof":
+            # An HTTP/1.0-style body: no length, ended by closing the connection.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it\n")
+            self.close_connection = True
+        elif path == "/cut-chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.write_chunk(b"first part\n")
+            time.sleep(0.2)
+            self.close_connection = True
+        elif path == "/cut-length":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"only ten b")
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.close_connection = True
+        elif path == "/reset":
+            self.read_body()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        elif path == "/then-drop":
+            # Answer, keep the connection, and drop the next request that comes on it.
+            self.read_body()
+            self.reply(200, f"pid {os.getpid()}\n".encode())
+            self.drop_next_request = True
+        elif path == "/pid":
+            self.reply(200, f"{os.getpid()}\n".encode())
+        elif path == "/stop-listening":
+            self.reply(200, b"closing the listener\n")
+            assert SERVER is not None
+            SERVER.socket.close()
+        elif path == "/exit":
+            # Exit at once, without answering.
+            code = int(query.get("code", "3"))
+            print(f"exiting with {code}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(code)
+        elif path == "/websocket":
+            self.websocket_echo()
+        else:
+            self.reply(404, b"no such path\n")
+
+    def websocket_echo(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                break
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 0x8:  # close: answer it and stop
+                self.wfile.write(b"\x88\x00")
+                break
+            frame = bytes([0x80 | opcode])
+            if len(payload) < 126:
+                frame += bytes([len(payload)])
+            else:
+                frame += bytes([126]) + struct.pack("!H", len(payload))
+            self.wfile.write(frame + payload)
+            self.wfile.flush()
+        self.close_connection = True
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    print("SIGTERM received", file=sys.stderr)
+    sys.stderr.flush()
+    if not os.environ.get("IGNORE_SIGTERM"):
+        os._exit(0)
+
+
+def main() -> None:
+    global SERVER
+    signal.signal(signal.SIGTERM, on_sigterm)
+    time.sleep(float(os.environ.get("STARTUP_DELAY", "0")))
+    port = int(os.environ["UPSTREAM_PORT"])
+    ThreadingHTTPServer.daemon_threads = True
+    SERVER = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"listening on {port}", flush=True)
+    print("ready on stderr too", file=sys.stderr, flush=True)
+    try:
+        SERVER.serve_forever()
+    except OSError:
+        # /stop-listening closed the socket under serve_forever: keep serving what is open.
+        while True:
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
