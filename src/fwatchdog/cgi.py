@@ -8,7 +8,8 @@ Two sets of names, both on by default:
 - RFC 3875 (CGI/1.1) meta-variables, so that any CGI program, or a WSGI app run through
   `wsgiref.handlers.CGIHandler`, reads the request unchanged: `GATEWAY_INTERFACE`,
   `REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING`, `CONTENT_TYPE`, `CONTENT_LENGTH`,
-  `SERVER_*`, `REMOTE_*` and `HTTP_<NAME>` for every header.
+  `SERVER_*`, `REMOTE_*` and `HTTP_<NAME>` for every header but Transfer-Encoding (stdin is
+  never chunked).
 
 A `Proxy` request header is never passed on under either name (httpoxy, CVE-2016-5385): a
 function's HTTP client would take `HTTP_PROXY`, and Python's `Http_Proxy` too, as its outbound
@@ -25,8 +26,10 @@ from fwatchdog.config import Config
 from fwatchdog.http.request import Request
 
 SERVER_SOFTWARE = f"fwatchdog/{__version__}"
-# Headers that RFC 3875 passes as CONTENT_* only, and the one that must never be passed.
-_NOT_AS_HTTP = frozenset({"content-type", "content-length", "proxy"})
+# Headers that RFC 3875 passes as CONTENT_* only; Transfer-Encoding, because stdin never
+# carries chunked framing (WSGI servers read HTTP_TRANSFER_ENCODING=chunked as "ignore
+# CONTENT_LENGTH"); and Proxy, which must never be passed.
+_NOT_AS_HTTP = frozenset({"content-type", "content-length", "transfer-encoding", "proxy"})
 _NAME_CACHE_LIMIT = 4096
 
 
@@ -142,6 +145,8 @@ class EnvironmentBuilder:
         env["PATH_INFO"] = request.path
         env["QUERY_STRING"] = request.query
         remote_host, remote_port = request.remote_addr
+        if remote_host.startswith("::ffff:") and "." in remote_host:
+            remote_host = remote_host[7:]  # an IPv4 client of a dual-stack socket
         env["REMOTE_ADDR"] = remote_host
         env["REMOTE_PORT"] = str(remote_port)
         if content_type is not None:
