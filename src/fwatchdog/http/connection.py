@@ -301,6 +301,20 @@ class HttpConnection(asyncio.Protocol):
         if self._closed:
             raise ClientDisconnectedError("client disconnected")
 
+    async def lend_socket(self) -> int:
+        """A duplicate of the socket for direct writes (sendfile, splice), once everything
+        written through the transport has left, so that bytes keep their order."""
+        transport = self._transport
+        while True:
+            if transport is None or self._closed:
+                raise ClientDisconnectedError("client disconnected")
+            if transport.get_write_buffer_size() == 0:
+                break
+            # Rare: only when the socket was full at this moment; libuv empties it meanwhile.
+            await asyncio.sleep(0.001)
+        sock = transport.get_extra_info("socket")
+        return os.dup(sock.fileno())
+
     def on_drain(self, callback: Callable[[], None]) -> None:
         if self._writable or self._closed:
             callback()

@@ -8,11 +8,15 @@ HEAD responses carry the headers and no body.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Protocol
 
 from fwatchdog.http.dates import http_date
+from fwatchdog.http.request import ClientDisconnectedError
+from fwatchdog.pipes import wait_writable
 
 NO_BODY_STATUSES = frozenset({204, 304})
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
@@ -37,6 +41,8 @@ class WriteControl(Protocol):
     def on_drain(self, callback: Callable[[], None]) -> None: ...
 
     def abort(self) -> None: ...
+
+    async def lend_socket(self) -> int: ...
 
 
 class Response:
@@ -139,6 +145,47 @@ class Response:
         """Send body bytes, waiting while the client's socket buffer is full."""
         if not self.write_nowait(data):
             await self._conn.drain()
+
+    async def sendfile(self, file_fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of an open file from `offset` as body bytes, with sendfile(2):
+        the file's pages go from the page cache to the socket without passing through Python.
+        """
+        if count <= 0:
+            return
+        head = b"" if self.started else self._head(None)
+        if self._is_head or self._remaining == 0:
+            if head:
+                self._conn.write(head)
+            return
+        if self._remaining is not None:
+            count = min(count, self._remaining)
+            self._remaining -= count
+        if self._chunked:
+            head += b"%x\r\n" % count
+        if head:
+            self._conn.write(head)
+        socket_fd = await self._conn.lend_socket()
+        try:
+            while count > 0:
+                try:
+                    sent = os.sendfile(socket_fd, file_fd, offset, count)
+                except (BlockingIOError, InterruptedError):
+                    waiter = asyncio.get_running_loop().create_future()
+                    wait_writable(socket_fd, waiter)
+                    await waiter
+                    continue
+                except OSError as error:
+                    raise ClientDisconnectedError(f"client went away: {error}") from None
+                if sent == 0:  # the file shrank: the promised length cannot be kept
+                    self.keep_alive = False
+                    raise ClientDisconnectedError("file ended before its length")
+                offset += sent
+                count -= sent
+                self.bytes_sent += sent
+        finally:
+            os.close(socket_fd)
+        if self._chunked:
+            self._conn.write(b"\r\n")
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the client can take more bytes (for protocol producers)."""
