@@ -1,44 +1,93 @@
-"""Prometheus metrics with the Go of-watchdog's names and labels, served on `metrics_port`."""
+"""Prometheus metrics with the Go of-watchdog's names and labels, served on `metrics_port`.
+
+Requests are counted in plain Python numbers on the hot path; prometheus-client is imported
+and turns them into its exposition format only when /metrics is scraped. That keeps its
+import (tens of milliseconds) out of start-up and its locks out of every request.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
-class Metrics:
-    """The three series Go exposes; a registry of our own so nothing else leaks in."""
+# prometheus-client's (and Go client's) default histogram buckets.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+class _Series:
+    """One (code, method) pair: its count, sum and per-bucket counts."""
+
+    __slots__ = ("buckets", "count", "sum")
 
     def __init__(self) -> None:
-        disable_created_metrics()  # Go has no `_created` series; dashboards do not expect them
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests_total = Counter(
-            "http_requests_total",
-            "total HTTP requests processed",
-            ["code", "method"],
-            registry=self.registry,
-        )
-        self.request_duration = Histogram(
-            "http_request_duration_seconds",
-            "Seconds spent serving HTTP requests.",
-            ["code", "method"],
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "http_requests_in_flight", "total HTTP requests in-flight", registry=self.registry
-        )
+        self.count = 0
+        self.sum = 0.0
+        self.buckets = [0] * (len(BUCKETS) + 1)
+
+
+class Metrics:
+    """The three series Go exposes: requests_total, request_duration_seconds, in_flight."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str], _Series] = {}
+        self.in_flight = 0
+        self._registry: CollectorRegistry | None = None
 
     def observe(self, method: str, status: int, seconds: float) -> None:
-        code = str(status)
-        method = method.lower()
-        self.requests_total.labels(code, method).inc()
-        self.request_duration.labels(code, method).observe(seconds)
+        key = (str(status), method.lower())
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        series.count += 1
+        series.sum += seconds
+        series.buckets[bisect_left(BUCKETS, seconds)] += 1
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def collect(self) -> Iterator[Any]:
+        """Metric families for prometheus-client (the Collector protocol)."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        total = CounterMetricFamily(
+            "http_requests", "total HTTP requests processed", labels=["code", "method"]
+        )
+        duration = HistogramMetricFamily(
+            "http_request_duration_seconds",
+            "Seconds spent serving HTTP requests.",
+            labels=["code", "method"],
+        )
+        for (code, method), series in sorted(self._series.items()):
+            total.add_metric([code, method], series.count)
+            cumulative = 0
+            buckets = []
+            for bound, count in zip((*BUCKETS, float("inf")), series.buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric([code, method], buckets, series.sum)
+        yield total
+        yield duration
+        yield GaugeMetricFamily(
+            "http_requests_in_flight", "total HTTP requests in-flight", value=self.in_flight
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its Content-Type."""
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.registry import CollectorRegistry
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self)  # type: ignore[arg-type]
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
     async def handle(self, request: Request, response: Response) -> None:
         """The metrics listener's only route."""
@@ -47,4 +96,5 @@ class Metrics:
         elif request.method not in ("GET", "HEAD"):
             response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
         else:
-            response.send(200, self.render(), [("Content-Type", CONTENT_TYPE_LATEST)])
+            body, content_type = self.render()
+            response.send(200, body, [("Content-Type", content_type)])

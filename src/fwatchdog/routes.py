@@ -85,7 +85,7 @@ class Router:
         started = time.perf_counter()
         max_inflight = self._config.max_inflight
         self.in_flight += 1
-        self._metrics.in_flight.inc()
+        self._metrics.in_flight += 1
         try:
             if max_inflight and self.in_flight > max_inflight:
                 response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
@@ -95,7 +95,7 @@ class Router:
                 response.end()  # so the record below sees what the client gets
         finally:
             self.in_flight -= 1
-            self._metrics.in_flight.dec()
+            self._metrics.in_flight -= 1
             self._record(request, response, time.perf_counter() - started)
 
     async def _handle_within_write_timeout(self, request: Request, response: Response) -> None:
