@@ -4,31 +4,36 @@ Settings come from the environment, as in the Go of-watchdog, so the only flags 
 do something other than serve: `--version` and `--run-healthcheck` (a container HEALTHCHECK).
 """
 
-import argparse
 import os
 import sys
 import textwrap
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from fwatchdog import __version__
 from fwatchdog.config import SETTINGS, ConfigError, load_config, lock_file_path
 from fwatchdog.logs import Log
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command and return its exit status (the console script exits with it)."""
     environ = os.environ if environ is None else environ
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # --help, or a usage error argparse already printed
-        return exit_request.code if isinstance(exit_request.code, int) else 2
-
-    if args.version:
-        print(f"fwatchdog {__version__}")
-        return 0
-    if args.run_healthcheck:
-        return _run_healthcheck(environ)
+    flags = sys.argv[1:] if argv is None else argv
+    if flags:
+        # argparse costs start-up time, and serving (no flags) is what must start fast.
+        parser = _parser()
+        try:
+            args = parser.parse_args(flags)
+        except SystemExit as exit_request:  # --help, or a usage error argparse printed
+            return exit_request.code if isinstance(exit_request.code, int) else 2
+        if args.version:
+            print(f"fwatchdog {__version__}")
+            return 0
+        if args.run_healthcheck:
+            return _run_healthcheck(environ)
 
     try:
         config = load_config(environ)
@@ -52,7 +57,9 @@ def _run_healthcheck(environ: Mapping[str, str]) -> int:
     return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> "argparse.ArgumentParser":
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="fwatchdog",
         description="Serve HTTP requests by running a function program (the OpenFaaS watchdog).",
