@@ -179,6 +179,9 @@ def _size(nbytes: int) -> str:
 
 def all_scenarios(options: Options) -> list[Scenario]:
     """Every scenario, in report order, titled for these options."""
+    from benchmarks.scenarios_serializing import serializing_scenarios  # it imports this module
+    from benchmarks.scenarios_static import static_scenarios  # it imports this module
+
     size = _size(options.stream_bytes)
     return [
         Scenario(
@@ -209,4 +212,6 @@ def all_scenarios(options: Options) -> list[Scenario]:
             start_to_first_200,
         ),
         Scenario("idle-rss", (Metric("idle_rss", "idle RSS, MiB", False, 1),), idle_rss),
+        *serializing_scenarios(),
+        *static_scenarios(),
     ]

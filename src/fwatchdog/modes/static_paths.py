@@ -46,12 +46,11 @@ def raw_path_of(target: str) -> str:
         after_scheme = target.split("://", 1)[1]
         slash = after_scheme.find("/")
         target = after_scheme[slash:] if slash >= 0 else "/"
-    end = len(target)
-    for mark in ("?", "#"):
-        index = target.find(mark)
-        if 0 <= index < end:
-            end = index
-    return target[:end]
+    query = target.find("?")
+    if query >= 0:
+        target = target[:query]
+    fragment = target.find("#")
+    return target if fragment < 0 else target[:fragment]
 
 
 def _decode_segment(raw: str) -> bytes | None:
