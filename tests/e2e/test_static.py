@@ -337,6 +337,28 @@ def test_static_head_sends_the_headers_of_get_and_no_body(served: Watchdog) -> N
             assert head_reply.get(name) == get.headers.get(name), (path, name)
 
 
+def test_static_head_keeps_the_connection_for_the_next_request(served: Watchdog) -> None:
+    conn = served.connection(timeout=5)
+    local_ports = set()
+    try:
+        for method in ("HEAD", "GET", "HEAD", "GET"):
+            for path, expected in (("/hello.txt", SMALL_TEXT), ("/big.bin", None)):
+                conn.request(method, path)
+                response = conn.getresponse()
+                body = response.read()
+                assert response.status == 200
+                assert response.getheader("Connection") is None
+                if method == "HEAD":
+                    assert body == b""
+                elif expected is not None:
+                    assert body == expected
+                assert conn.sock is not None  # not closed after the response
+                local_ports.add(conn.sock.getsockname()[1])
+        assert len(local_ports) == 1  # one connection carried all eight
+    finally:
+        conn.close()
+
+
 def _read_reply_from(raw_head: bytes) -> dict[str, str]:
     headers = {}
     for line in raw_head.decode("latin-1").split("\r\n")[1:]:

@@ -3,8 +3,8 @@
 A request goes: method check -> the in-memory cache of small files (one `stat` proves an entry
 is still the file on disk) -> the URL made safe (`static_paths`) -> open and check the file
 under the root -> redirects, index.html or a listing -> preconditions and ranges
-(`static_headers`) -> the body, from memory or read from the descriptor in chunks with the
-client's back-pressure. Anything that must not be served is a plain 404, whatever the reason.
+(`static_headers`) -> the body, from memory or with sendfile(2) from the descriptor, at the
+client's pace. Anything that must not be served is a plain 404, whatever the reason.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 CACHE_FILE_MAX = 256 * 1024
 CACHE_BYTES = 64 * 1024 * 1024
 CACHE_ENTRIES = 4096
-# Larger files are read and sent in chunks of this size, each after the client took the last.
-READ_CHUNK = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -268,7 +266,7 @@ class StaticMode:
         outcome = _Outcome.decide(conditions_of(request.headers), facts)
         if request.method == "HEAD":
             outcome.send_body = False
-        await outcome.send_from_file(response, opened.fd, self._log)
+        await outcome.send_from_file(response, opened.fd)
 
 
 def _may_condition(headers: list[tuple[str, str]]) -> bool:
@@ -340,7 +338,7 @@ class _Outcome:
         parts.append(self.tail)
         response.end(b"".join(parts))
 
-    async def send_from_file(self, response: Response, fd: int, log: Log) -> None:
+    async def send_from_file(self, response: Response, fd: int) -> None:
         response.start(self.status, self.headers)
         if not self.send_body:
             response.end()
@@ -348,24 +346,7 @@ class _Outcome:
         for index, (start, length) in enumerate(self.ranges):
             if self.part_heads:
                 await response.write(self.part_heads[index])
-            if not await _copy_range(response, fd, start, length, log):
-                return
+            # sendfile(2): from the page cache to the socket, at the client's pace. A file that
+            # shrinks under us ends the connection: the promised length cannot be kept.
+            await response.sendfile(fd, start, length)
         response.end(self.tail)
-
-
-async def _copy_range(response: Response, fd: int, offset: int, length: int, log: Log) -> bool:
-    """Send `length` bytes of `fd` from `offset`, a chunk at a time; False if it was cut short."""
-    while length > 0:
-        try:
-            chunk = os.pread(fd, min(READ_CHUNK, length), offset)
-        except OSError as error:
-            log.error(f"static: reading a file failed: {error.strerror}")
-            chunk = b""
-        if not chunk:
-            # The file shrank under us: the promised length cannot be kept.
-            response.abort()
-            return False
-        offset += len(chunk)
-        length -= len(chunk)
-        await response.write(chunk)
-    return True

@@ -12,7 +12,8 @@ import mimetypes
 import re
 import secrets
 from dataclasses import dataclass, field
-from email.utils import formatdate, parsedate_to_datetime
+
+from fwatchdog.http.dates import format_http_date
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 TEXT_HTML = "text/html; charset=utf-8"
@@ -100,12 +101,11 @@ def sniff_content_type(head: bytes) -> str:
     return TEXT_PLAIN
 
 
-def http_date_of(seconds: float) -> str:
-    return formatdate(int(seconds), usegmt=True)
-
-
 def parse_http_date(text: str) -> int | None:
     """Seconds since the epoch of an HTTP date (any of its three formats); None if invalid."""
+    # Imported here: it costs start-up time, and only conditional requests need it.
+    from email.utils import parsedate_to_datetime
+
     try:
         parsed = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
@@ -128,7 +128,7 @@ class Validators:
     def __post_init__(self) -> None:
         object.__setattr__(self, "etag", f'"{self.mtime_ns:x}-{self.size:x}"')
         object.__setattr__(self, "mtime", self.mtime_ns // 1_000_000_000)
-        object.__setattr__(self, "last_modified", http_date_of(self.mtime))
+        object.__setattr__(self, "last_modified", format_http_date(self.mtime))
 
 
 @dataclass(slots=True)
