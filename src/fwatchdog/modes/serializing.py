@@ -13,7 +13,10 @@ the `exec: "name": ...` line for a program that cannot start, all as 500.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.cgi_response import CgiHeaderError, CgiHeaderParser
@@ -25,6 +28,7 @@ from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
+    STDIN_PREFILL_MAX,
     FunctionProcess,
     Program,
     SpawnError,
@@ -36,6 +40,9 @@ from fwatchdog.process import (
 # combine_output: stderr must share stdout's pipe so that the two interleave as written. The
 # shell makes that dup before exec'ing the function (until process.py can do it itself).
 _COMBINE_SHELL = ("/bin/sh", "-c", 'exec "$@" 2>&1', "fwatchdog")
+# posix_spawn blocks its thread until the child has exec'd; on worker threads (it releases
+# the GIL) two spawns and the loop's own work overlap.
+SPAWN_THREADS = 2
 
 
 class SerializingMode:
@@ -50,12 +57,13 @@ class SerializingMode:
         else:
             self._program = self._function
         self._environment = EnvironmentBuilder.from_config(config)
+        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="spawn")
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        self._spawner.shutdown(wait=True)
 
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
@@ -75,14 +83,18 @@ class SerializingMode:
         try:
             if self._program is not self._function and self._function.path() is None:
                 raise SpawnError(spawn_failure_message(self._function.name, FileNotFoundError()))
-            process = FunctionProcess.spawn(self._program, env)
+            # A body that fits the new pipe goes in before the process starts: no stdin pump.
+            prefill = stdin_data if len(stdin_data) <= STDIN_PREFILL_MAX else None
+            process = await _spawn_off_loop(self._spawner, self._program, env, prefill)
         except SpawnError as error:
             answer.fail(500, str(error))
             return
         exec_timeout = config.exec_timeout
         try:
             async with asyncio.timeout(exec_timeout if exec_timeout > 0 else None):
-                returncode, output = await _communicate(process, stdin_data, config, self._log)
+                returncode, output = await _communicate(
+                    process, None if prefill is not None else stdin_data, config, self._log
+                )
         except TimeoutError:
             limit = format_duration(exec_timeout)
             answer.fail(500, describe_exit(-9), f"exec_timeout ({limit}) exceeded")
@@ -134,39 +146,69 @@ class _Answer:
         self.send(status, [("Content-Type", self._config.content_type)], body)
 
 
+async def _spawn_off_loop(
+    spawner: ThreadPoolExecutor, program: Program, env: Mapping[str, str], prefill: bytes | None
+) -> FunctionProcess:
+    """`FunctionProcess.spawn` on a worker thread; a process whose request was cancelled
+    meanwhile (lost client, write_timeout) is killed and reaped as soon as it exists."""
+    spawning = asyncio.get_running_loop().run_in_executor(
+        spawner, FunctionProcess.spawn, program, env, prefill
+    )
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_discard_spawned)
+        raise
+
+
+def _discard_spawned(spawning: asyncio.Future[FunctionProcess]) -> None:
+    if spawning.cancelled() or spawning.exception() is not None:
+        return
+    process = spawning.result()
+    process.kill()
+    process.wait()  # reaped by the loop when it exits
+    for fd in (process.stdin_fd, process.stdout_fd, process.stderr_fd):
+        if fd >= 0:
+            os.close(fd)
+
+
 async def _communicate(
-    process: FunctionProcess, stdin_data: bytes, config: Config, log: Log
+    process: FunctionProcess, stdin_data: bytes | None, config: Config, log: Log
 ) -> tuple[int, bytes]:
     """Write stdin and close it, gather stdout until it closes, wait for the exit.
 
-    stdout is read by the loop while stdin is still being written, so a function that answers
-    before it has read everything cannot deadlock us. Leaves nothing running when it returns
-    or is cancelled (exec_timeout, a lost client).
+    `stdin_data` is None when the body went in with the spawn. stdout is read by the loop
+    while stdin is still being written, so a function that answers before it has read
+    everything cannot deadlock us. Leaves nothing running when it returns or is cancelled
+    (exec_timeout, a lost client).
     """
     loop = asyncio.get_running_loop()
     parts: list[bytes] = []
     stdout_closed: asyncio.Future[None] = loop.create_future()
 
-    def on_stdout(data: bytes, *_: object) -> None:
+    def on_stdout(data: bytes, _at_eof: bool) -> None:
         parts.append(data)
 
     def on_stdout_end() -> None:
         if not stdout_closed.done():
             stdout_closed.set_result(None)
 
-    stdout = PipeReader(process.stdout_fd, on_stdout, on_stdout_end)
+    # probe_eof: small output and its end are usually seen in one wake-up.
+    stdout = PipeReader(process.stdout_fd, on_stdout, on_stdout_end, probe_eof=True)
     forward_to_log(process.stderr_fd, log, "stderr", config.prefix_logs, config.log_buffer_size)
-    stdin = PipeWriter(process.stdin_fd)
+    stdin = PipeWriter(process.stdin_fd) if stdin_data is not None else None
     exited = process.wait()
     stdout.start()
     try:
-        if stdin_data and not stdin.write(stdin_data):
-            await stdin.drain()
-        stdin.close()
+        if stdin is not None:
+            if stdin_data and not stdin.write(stdin_data):
+                await stdin.drain()
+            stdin.close()
         await stdout_closed
         returncode = await exited
     finally:
-        stdin.close()
+        if stdin is not None:
+            stdin.close()
         stdout.close()
         if process.returncode is None:
             process.kill()
