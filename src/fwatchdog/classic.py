@@ -53,7 +53,14 @@ class MarshalledRequest:
         self._carry = b""
 
     def start(self) -> bytes:
-        return ('{"header":' + marshal_header(self._request) + ',"body":{"raw":"').encode()
+        return self._prefix().encode()
+
+    def _prefix(self) -> str:
+        return '{"header":' + marshal_header(self._request) + ',"body":{"raw":"'
+
+    def encoded_length(self, body_length: int) -> int:
+        """The document's length for a body of `body_length` bytes (for CONTENT_LENGTH)."""
+        return len(self._prefix().encode()) + 4 * ((body_length + 2) // 3) + len('"}}')
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._carry + chunk if self._carry else chunk
