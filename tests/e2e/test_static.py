@@ -136,6 +136,7 @@ def build_site(base: Path) -> Site:
     os.symlink(root / "sub", root / "link-in-dir")
     os.symlink(root / ".env", root / "env-link")  # a dot-file behind an innocent name
     write_file(root / "%2e%2e" / "decoy.txt", b"a directory literally named %2e%2e\n")
+    write_file(root / "caf\u00e9 menu.txt", b"utf-8 name\n")
     for name, data in {
         "page.html": b"<p>html</p>",
         "style.css": b"body{}",
@@ -313,6 +314,11 @@ def test_static_listing_links_lead_to_the_files(served: Watchdog) -> None:
     for href in re.findall(r'href="([^"]+)"', listing):
         reply = raw_get(served, "/listing/" + href)
         assert reply.status == 200, href
+
+
+def test_static_percent_encoded_utf8_name_is_served(served: Watchdog) -> None:
+    reply = raw_get(served, "/caf%C3%A9%20menu.txt")
+    assert (reply.status, reply.body) == (200, b"utf-8 name\n")
 
 
 def test_static_missing_file_is_404(served: Watchdog) -> None:

@@ -44,6 +44,8 @@ from fwatchdog.server import StartupError
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
+PRECONDITION_FAILED = b"412 Precondition Failed\n"
+RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 # Files up to this size are kept in memory once served; the cache holds at most CACHE_BYTES.
 CACHE_FILE_MAX = 256 * 1024
@@ -231,7 +233,7 @@ class StaticMode:
                 outcome = _Outcome.decide(conditions, cached.facts)
                 outcome.send_from_memory(response, cached.body)
                 return
-        response.start(200, list(cached.headers_200))
+        response.start(200, cached.headers_200)  # never changed by the response
         response.end(cached.body)
 
     async def _send_file(
@@ -298,20 +300,19 @@ class _Outcome:
             headers = [("ETag", validators.etag), ("Last-Modified", validators.last_modified)]
             return cls(304, headers, [], send_body=False)
         if status == 412:
-            return cls(
-                412, [*TEXT_PLAIN, ("Content-Length", "20")], [], tail=b"Precondition Failed\n"
-            )
+            length = str(len(PRECONDITION_FAILED))
+            headers = [*TEXT_PLAIN, ("Content-Length", length)]
+            return cls(412, headers, [], tail=PRECONDITION_FAILED)
         headers = facts.headers()
         try:
             ranges = requested_ranges(conditions, validators)
         except Unsatisfiable:
-            body = b"416 Requested Range Not Satisfiable\n"
             headers = [
                 *TEXT_PLAIN,
                 ("Content-Range", f"bytes */{size}"),
-                ("Content-Length", str(len(body))),
+                ("Content-Length", str(len(RANGE_NOT_SATISFIABLE))),
             ]
-            return cls(416, headers, [], tail=body)
+            return cls(416, headers, [], tail=RANGE_NOT_SATISFIABLE)
         if not ranges:
             headers.append(("Content-Length", str(size)))
             return cls(200, headers, [(0, size)] if size else [])
