@@ -34,9 +34,11 @@ def release_event(key: str) -> threading.Event:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    drop_next_request = False  # per connection: answer the next request by closing
+    # Per connection: answer the next request by closing, after its head ("head") or after
+    # its head and the first line of its body ("body"); "" for no.
+    drop_next_request = ""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # keep the watchdog's log for the tests' own lines
 
     # --- helpers ---
@@ -75,12 +77,15 @@ class Handler(BaseHTTPRequestHandler):
     # --- routes ---
     def handle_one_request(self) -> None:
         if self.drop_next_request:
-            # Close as soon as the next request arrives, without answering: what a pooled
-            # connection looks like when the server timed it out just as it was reused.
-            self.raw_requestline = self.rfile.readline(65537)
-            if self.raw_requestline:
-                print(f"dropped {self.raw_requestline.decode().strip()}", file=sys.stderr)
-                sys.stderr.flush()
+            # Close when the next request arrives, without answering: what a pooled connection
+            # looks like when the server timed it out just as it was reused.
+            request_line = self.rfile.readline(65537)
+            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass
+            if self.drop_next_request == "body":
+                self.rfile.readline()
+            if request_line:
+                print(f"dropped {request_line.decode().strip()}", file=sys.stderr, flush=True)
             self.close_connection = True
             return
         super().handle_one_request()
@@ -100,6 +105,7 @@ class Handler(BaseHTTPRequestHandler):
                 "target": self.path,
                 "headers": [[name, value] for name, value in self.headers.items()],
                 "framing": framing,
+                "peer_port": self.client_address[1],
                 "body": body.decode("latin-1"),
             }
             self.reply(200, json.dumps(info).encode(), [("Content-Type", "application/json")])
@@ -181,6 +187,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(0.2)
             self.close_connection = True
+        elif path == "/garbage":
+            self.read_body()
+            self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
+            self.close_connection = True
         elif path == "/reset":
             self.read_body()
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -189,13 +199,16 @@ class Handler(BaseHTTPRequestHandler):
             # Answer, keep the connection, and drop the next request that comes on it.
             self.read_body()
             self.reply(200, f"pid {os.getpid()}\n".encode())
-            self.drop_next_request = True
+            self.drop_next_request = query.get("after", "head")
         elif path == "/pid":
             self.reply(200, f"{os.getpid()}\n".encode())
         elif path == "/stop-listening":
-            self.reply(200, b"closing the listener\n")
             assert SERVER is not None
-            SERVER.socket.close()
+            # shutdown() stops a listening socket at once on Linux; close() alone waits for
+            # serve_forever's poll to let go of it.
+            SERVER.socket.shutdown(socket.SHUT_RDWR)
+            self.reply(200, b"stopped listening\n", [("Connection", "close")])
+            self.close_connection = True
         elif path == "/exit":
             # Exit at once, without answering.
             code = int(query.get("code", "3"))

@@ -38,10 +38,13 @@ from fwatchdog.upstream import (
 # Readiness polling: first retry after this, doubling up to the cap; a log line this often.
 READY_POLL_FIRST = 0.005
 READY_POLL_MAX = 0.1
-READY_LOG_EVERY = 5.0
+READY_LOG_EVERY = 2.0
 CONNECT_PROBE_TIMEOUT = 1.0
 
 INTERNAL_HEADER = ("X-OpenFaaS-Internal", "of-watchdog")
+# Request body bytes kept in memory so that a request can be sent again when the pooled
+# connection it went out on turns out to have been closed by the upstream.
+REPLAY_LIMIT = 64 * 1024
 
 # Hop-by-hop fields (RFC 9110 7.6.1), never forwarded in either direction; the fields that
 # a Connection header lists are dropped as well.
@@ -288,24 +291,29 @@ class HttpMode:
         chunked: bool,
         exchange: _Exchange,
     ) -> None:
-        """Send the head and what the body has so far; a task streams the rest."""
-        if exchange.replay is not None:
-            conn.writelines([head, *exchange.replay])
-            return
-        if body.complete and not exchange.body_taken:
-            # All of it is here already (a small request): send it in one go, and keep it in
-            # case a stale pooled connection makes us send it again.
-            parts = [head]
-            while chunk := await body.read():
-                parts.extend(encode_chunk(chunk) if chunked else (chunk,))
+        """Send the head and the body bytes already here in one write; a task streams the rest.
+
+        On a retry, what the first attempt sent goes out again first.
+        """
+        parts = [head]
+        if exchange.sent:
+            parts.extend(exchange.sent)
+        finished = exchange.body_finished
+        # Take what has arrived without waiting: most bodies are here whole with the head.
+        while not finished and (body.buffered or body.complete):
+            chunk = await body.read()
+            if not chunk:
+                finished = True
+                break
+            exchange.record(parts, encode_chunk(chunk) if chunked else [chunk])
+        if finished and not exchange.body_finished:
             if chunked:
-                parts.append(LAST_CHUNK)
-            conn.writelines(parts)
-            exchange.replay = parts[1:]
-            return
-        conn.write(head)
-        conn.body_complete = False
-        exchange.start_pump(_pump_body(conn, body, chunked, exchange))
+                exchange.record(parts, [LAST_CHUNK])
+            exchange.body_finished = True
+        conn.writelines(parts)
+        if not finished:
+            conn.body_complete = False
+            exchange.start_pump(_pump_body(conn, body, chunked, exchange))
 
     def _request_head(self, request: Request, framing: str) -> bytes:
         target = request.target
@@ -370,12 +378,13 @@ class _Exchange:
     __slots__ = (
         "_loop",
         "_pump",
-        "body_taken",
+        "_sent_size",
+        "body_finished",
         "conn",
         "done",
-        "replay",
         "request",
         "response",
+        "sent",
         "started",
         "upgrade_headers",
         "upgraded",
@@ -391,9 +400,11 @@ class _Exchange:
         self.done: asyncio.Future[None] = loop.create_future()
         self.conn: UpstreamConnection | None = None
         self._pump: asyncio.Task[None] | None = None
-        # The request body as sent, when it was all in memory; bytes a body stream handed over.
-        self.replay: list[bytes] | None = None
-        self.body_taken = 0
+        # The request body as sent so far (framed), kept while small enough to send again;
+        # None once it is not.
+        self.sent: list[bytes] | None = []
+        self._sent_size = 0
+        self.body_finished = False
         self.upgraded = False
         self.upgrade_headers: list[tuple[str, str]] = []
 
@@ -402,8 +413,21 @@ class _Exchange:
 
     @property
     def replayable(self) -> bool:
-        """Whether the request can be sent again exactly: nothing of a body stream is gone."""
-        return self.replay is not None or self.body_taken == 0
+        """Whether the request can be sent again exactly: all that went out is still here."""
+        return self.sent is not None
+
+    def record(self, parts: list[bytes] | None, framed: list[bytes]) -> None:
+        """Note body bytes about to go out (and add them to `parts`, the next write)."""
+        if parts is not None:
+            parts.extend(framed)
+        sent = self.sent
+        if sent is None:
+            return
+        self._sent_size += sum(len(part) for part in framed)
+        if self._sent_size > REPLAY_LIMIT:
+            self.sent = None
+        else:
+            sent.extend(framed)
 
     def retry(self) -> None:
         """Forget the failed attempt (a stale pooled connection) before sending again."""
@@ -487,17 +511,17 @@ async def _pump_body(
 ) -> None:
     """Stream the request body to the upstream as it arrives, at the upstream's pace."""
     while chunk := await body.read():
-        exchange.body_taken += len(chunk)
-        if chunked:
-            conn.writelines(encode_chunk(chunk))
-        else:
-            conn.write(chunk)
+        parts = encode_chunk(chunk) if chunked else [chunk]
+        exchange.record(None, parts)
+        conn.writelines(parts)
         if not conn.writable:
             await conn.drain()
         if conn.closed:
             return  # the exchange reports why
     if chunked:
+        exchange.record(None, [LAST_CHUNK])
         conn.write(LAST_CHUNK)
+    exchange.body_finished = True
     conn.body_complete = True
 
 

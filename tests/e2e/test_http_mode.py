@@ -1,0 +1,679 @@
+"""HTTP mode, end to end: the real watchdog in front of a real upstream server started through
+`fprocess` (tests/functions/httpmode_server.py, a small http.server)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Watchdog, free_port, function, start_watchdog
+
+Factory = Callable[..., Watchdog]
+
+SERVER = function("httpmode_server.py")
+WRAPPER = function("httpmode_wrapper.sh")
+INTERNAL = "of-watchdog"
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def http_settings(**settings: str) -> dict[str, str]:
+    """Settings for http mode in front of the test server on a free port."""
+    upstream_port = free_port()
+    return {
+        "mode": "http",
+        "fprocess": f"{sys.executable} {SERVER}",
+        "upstream_url": f"http://127.0.0.1:{upstream_port}",
+        "UPSTREAM_PORT": str(upstream_port),
+        "exec_timeout": "10s",
+        "write_timeout": "10s",
+        **settings,
+    }
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def health(watchdog: Watchdog) -> int:
+    try:
+        return watchdog.request("GET", "/_/health", timeout=2)[0]
+    except OSError:
+        return 0
+
+
+def start_http(factory: Factory, **settings: str) -> Watchdog:
+    """An http mode watchdog whose upstream accepts connections (health 200)."""
+    watchdog = factory(**http_settings(**settings))
+    if not wait_until(lambda: health(watchdog) == 200):
+        raise AssertionError(f"never healthy:\n{watchdog.log()}")
+    return watchdog
+
+
+def request(
+    watchdog: Watchdog,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request whose headers may repeat: status, headers (all values), body."""
+    conn = watchdog.connection(timeout)
+    try:
+        own_host = any(name.lower() == "host" for name, _ in headers or [])
+        conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
+        for name, value in headers or []:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def echo(
+    watchdog: Watchdog,
+    method: str = "POST",
+    path: str = "/echo",
+    body: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """What the upstream's /echo saw of the request."""
+    status, _, answer = request(watchdog, method, path, body, headers)
+    assert status == 200, answer
+    seen: dict[str, Any] = json.loads(answer)
+    return seen
+
+
+def raw_connection(watchdog: Watchdog, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", watchdog.port), timeout=timeout)
+
+
+def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+    while marker not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before {marker!r}; got {received!r}")
+        received += chunk
+    return received
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def assert_internal_error(
+    status: int, headers: http.client.HTTPMessage, body: bytes, expected: int
+) -> None:
+    """A response the watchdog made up itself: marked, timed, one line."""
+    assert status == expected, body
+    assert headers["X-OpenFaaS-Internal"] == INTERNAL
+    assert re.fullmatch(r"\d+\.\d{6}", headers["X-Duration-Seconds"])
+    assert body.endswith(b"\n") and body.count(b"\n") == 1 and len(body) > 1
+
+
+def child_pid(watchdog: Watchdog) -> int:
+    status, _, body = request(watchdog, "GET", "/pid")
+    assert status == 200
+    return int(body)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for its parent
+
+
+# One watchdog for the tests that leave it as they found it.
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
+    watchdog = start_watchdog(tmp_path_factory.mktemp("http-mode"), **http_settings())
+    try:
+        if not wait_until(lambda: health(watchdog) == 200):
+            raise AssertionError(f"never healthy:\n{watchdog.log()}")
+        yield watchdog
+    finally:
+        if watchdog.process.poll() is None:
+            watchdog.process.send_signal(signal.SIGTERM)
+            watchdog.process.wait(10)
+
+
+# --- 1. the child process -------------------------------------------------------------------------
+
+
+def test_child_stdout_and_stderr_lines_are_logged_with_their_stream(shared: Watchdog) -> None:
+    log = shared.wait_for_log("stderr: ready on stderr too")
+    assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d stdout: listening on \d+$", log, re.M)
+
+
+def test_child_runs_in_a_process_group_of_its_own(shared: Watchdog) -> None:
+    pid = child_pid(shared)
+    assert os.getpgid(pid) == pid
+    assert os.getpgid(pid) != os.getpgid(shared.process.pid)
+
+
+def test_child_is_started_once_for_all_requests(shared: Watchdog) -> None:
+    assert len({child_pid(shared) for _ in range(3)}) == 1
+
+
+def test_child_output_is_logged_as_json_with_log_format_json(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory, log_format="json")
+    log = watchdog.wait_for_log('"stream": "stderr"')
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert {"stream": "stdout", "msg": "listening on " + watchdog.env["UPSTREAM_PORT"]}.items() <= {
+        key: value
+        for line in lines
+        if line.get("stream") == "stdout"
+        for key, value in line.items()
+    }.items()
+
+
+def test_child_exit_fails_in_flight_with_502_turns_health_503_and_exits_nonzero(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_http(watchdog_factory)
+    status, headers, body = request(watchdog, "GET", "/exit?code=3")
+    assert_internal_error(status, headers, body, 502)
+    log = watchdog.wait_for_log("Forked function has terminated: exit status 3")
+    assert "exiting with 3" in log
+    assert not watchdog.lock_path.exists() or health(watchdog) != 200
+    assert watchdog.process.wait(10) != 0
+
+
+def test_child_exiting_with_0_also_ends_the_watchdog_nonzero(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory)
+    assert request(watchdog, "GET", "/exit?code=0")[0] == 502
+    watchdog.wait_for_log("Forked function has terminated: exit status 0")
+    assert watchdog.process.wait(10) != 0
+
+
+def test_requests_after_the_child_exited_get_502_naming_the_exit(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_http(watchdog_factory)
+    os.kill(child_pid(watchdog), signal.SIGKILL)
+    watchdog.wait_for_log("Forked function has terminated: signal: killed")
+    try:
+        status, headers, body = request(watchdog, "GET", "/echo")
+    except (ConnectionError, http.client.RemoteDisconnected):
+        return  # the watchdog has already exited, as it should once the server reacts
+    assert_internal_error(status, headers, body, 502)
+    assert b"signal: killed" in body
+
+
+# --- 2. readiness ---------------------------------------------------------------------------------
+
+
+def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="1.0"))
+    # The listener is open at once, but nothing says healthy yet.
+    assert health(watchdog) == 503
+    assert not watchdog.lock_path.exists()
+    assert wait_until(lambda: health(watchdog) == 200)
+    assert watchdog.lock_path.exists()
+    log = watchdog.log()
+    assert log.index("Upstream http://127.0.0.1") < log.index("Writing lock-file")
+
+
+def test_request_sent_before_the_upstream_listens_waits_and_succeeds(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="1.0"))
+    began = time.monotonic()
+    status, _, body = request(watchdog, "POST", "/echo", b"early")
+    assert status == 200
+    assert json.loads(body)["body"] == "early"
+    assert time.monotonic() - began > 0.5
+
+
+def test_request_waiting_longer_than_exec_timeout_for_the_upstream_gets_503(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="5", exec_timeout="300ms"))
+    began = time.monotonic()
+    status, headers, body = request(watchdog, "GET", "/echo")
+    assert_internal_error(status, headers, body, 503)
+    assert 0.25 < time.monotonic() - began < 3
+
+
+def test_waiting_for_the_upstream_is_logged_every_few_seconds(watchdog_factory: Factory) -> None:
+    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="2.5"))
+    watchdog.wait_for_log("Waiting for the upstream http://127.0.0.1:", timeout=5)
+    assert wait_until(lambda: health(watchdog) == 200)
+
+
+def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(wait=False, **http_settings(UPSTREAM_PORT="not-a-port"))
+    assert watchdog.process.wait(10) == 1
+    log = watchdog.log()
+    assert "fprocess exited before http://127.0.0.1:" in log
+    assert "exit status 1" in log
+    assert not watchdog.lock_path.exists()
+
+
+def test_fprocess_that_cannot_start_stops_start_up_naming_it(watchdog_factory: Factory) -> None:
+    settings = http_settings(fprocess="/no/such/server")
+    watchdog = watchdog_factory(wait=False, **settings)
+    assert watchdog.process.wait(10) == 1
+    assert '"/no/such/server"' in watchdog.log()
+
+
+# --- 3. proxying ----------------------------------------------------------------------------------
+
+
+def test_method_raw_target_headers_in_order_and_body_reach_the_upstream(shared: Watchdog) -> None:
+    seen = echo(
+        shared,
+        method="PATCH",
+        path="/echo?a=1&b=%20x%2F#",
+        body=b"payload",
+        headers=[("X-Multi", "one"), ("Host", "example.test:8080"), ("X-Multi", "two")],
+    )
+    assert seen["method"] == "PATCH"
+    assert seen["target"] == "/echo?a=1&b=%20x%2F#"
+    assert seen["headers"] == [
+        ["X-Multi", "one"],
+        ["Host", "example.test:8080"],
+        ["X-Multi", "two"],
+        ["Content-Length", "7"],
+    ]
+    assert seen["body"] == "payload"
+
+
+def test_hop_by_hop_request_headers_are_not_forwarded(shared: Watchdog) -> None:
+    seen = echo(
+        shared,
+        body=b"",
+        headers=[
+            ("Connection", "keep-alive, X-Drop-Me"),
+            ("X-Drop-Me", "listed in Connection"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Checksum"),
+            ("Proxy-Authorization", "Basic abc"),
+            ("Proxy-Connection", "keep-alive"),
+            ("X-Kept", "yes"),
+        ],
+    )
+    names = [name.lower() for name, _ in seen["headers"]]
+    assert "x-kept" in names
+    for dropped in (
+        "connection",
+        "x-drop-me",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+    ):
+        assert dropped not in names
+    assert "proxy-connection" not in names
+
+
+def test_hop_by_hop_response_headers_are_not_returned(shared: Watchdog) -> None:
+    status, headers, body = request(shared, "GET", "/hop")
+    assert (status, body) == (200, b"hop\n")
+    assert headers["X-Visible"] == "shown"
+    for dropped in ("X-Secret", "Keep-Alive", "Proxy-Authenticate", "Trailer", "Upgrade"):
+        assert dropped not in headers
+    # Ours replaces the upstream's.
+    assert headers.get_all("X-Duration-Seconds") != ["99"]
+    assert len(headers.get_all("X-Duration-Seconds") or []) == 1
+
+
+def test_repeated_set_cookie_headers_are_all_returned(shared: Watchdog) -> None:
+    status, headers, _ = request(shared, "GET", "/cookies")
+    assert status == 200
+    assert headers.get_all("Set-Cookie") == ["a=1", "b=2; Path=/"]
+
+
+@pytest.mark.parametrize("code", [301, 302, 307])
+def test_redirects_are_returned_not_followed(shared: Watchdog, code: int) -> None:
+    status, headers, body = request(shared, "GET", f"/status?code={code}")
+    assert (status, body) == (code, f"status {code}\n".encode())
+    assert headers["Location"] == "/elsewhere"
+
+
+def test_upstream_status_and_body_come_back_unchanged(shared: Watchdog) -> None:
+    status, headers, body = request(shared, "DELETE", "/status?code=418")
+    assert (status, body) == (418, b"status 418\n")
+    assert "X-OpenFaaS-Internal" not in headers
+
+
+def test_responses_carry_x_duration_seconds(shared: Watchdog) -> None:
+    _, headers, _ = request(shared, "GET", "/status?code=200")
+    assert re.fullmatch(r"\d+\.\d{6}", headers["X-Duration-Seconds"])
+
+
+def test_a_request_is_logged_once_with_the_status_sent(shared: Watchdog) -> None:
+    request(shared, "GET", "/status?code=201&log-once")
+    log = shared.wait_for_log("GET /status?code=201&log-once - 201 - ContentLength: 11B")
+    assert log.count("/status?code=201&log-once") == 1
+
+
+def test_keep_alive_connections_to_the_upstream_are_reused(shared: Watchdog) -> None:
+    ports = {echo(shared, body=b"x")["peer_port"] for _ in range(3)}
+    assert len(ports) == 1
+
+
+def test_head_gets_the_headers_only_and_the_pooled_connection_stays_usable(
+    shared: Watchdog,
+) -> None:
+    status, headers, body = request(shared, "HEAD", "/echo")
+    assert (status, body) == (200, b"")
+    assert int(headers["Content-Length"]) > 0
+    assert echo(shared, body=b"after head")["body"] == "after head"
+
+
+def test_response_delimited_by_closing_the_connection_arrives_whole(shared: Watchdog) -> None:
+    status, _, body = request(shared, "GET", "/until-eof")
+    assert (status, body) == (200, b"all of it\n")
+
+
+def test_chunked_request_body_streams_to_the_upstream_as_it_arrives(shared: Watchdog) -> None:
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            b"POST /stream-echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\none\r\n"
+        )
+        # The upstream answers the first chunk before the second one is even sent.
+        received = read_until(sock, b"got one\n")
+        sock.sendall(b"3\r\ntwo\r\n")
+        received = read_until(sock, b"got two\n", received)
+        sock.sendall(b"0\r\n\r\n")
+        received = read_until(sock, b"0\r\n\r\n", received)
+    assert received.startswith(b"HTTP/1.1 200 ")
+
+
+def test_chunked_request_body_goes_upstream_chunked(shared: Watchdog) -> None:
+    conn = shared.connection()
+    try:
+        conn.request("POST", "/echo", body=iter([b"ab", b"cd"]))
+        seen = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert (seen["framing"], seen["body"]) == ("chunked", "abcd")
+
+
+@pytest.mark.parametrize("setting", ["buffer_http", "http_buffer_req_body"])
+def test_buffered_body_goes_upstream_with_content_length(
+    watchdog_factory: Factory, setting: str
+) -> None:
+    watchdog = start_http(watchdog_factory, **{setting: "true"})
+    conn = watchdog.connection()
+    try:
+        conn.request("POST", "/echo", body=iter([b"ab", b"cd", b"ef"]))
+        seen = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert (seen["framing"], seen["body"]) == ("length 6", "abcdef")
+    assert ["Content-Length", "6"] in seen["headers"]
+
+
+def test_stale_pooled_connection_is_retried_once_on_a_new_connection(shared: Watchdog) -> None:
+    assert request(shared, "POST", "/then-drop", b"")[0] == 200
+    # The upstream closes the pooled connection when this request arrives on it.
+    seen = echo(shared, body=b"sent twice")
+    assert seen["body"] == "sent twice"
+    shared.wait_for_log("stderr: dropped POST /echo HTTP/1.1")
+
+
+def test_stale_pooled_connection_is_retried_with_the_body_streamed_so_far(
+    shared: Watchdog,
+) -> None:
+    assert request(shared, "POST", "/then-drop?after=body", b"")[0] == 200
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+        )
+        shared.wait_for_log("stderr: dropped POST /echo HTTP/1.1")
+        sock.sendall(b"6\r\nsecond\r\n0\r\n\r\n")
+        received = read_until(sock, b"}")
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert b'"body": "firstsecond"' in received
+
+
+def test_stale_pooled_connection_is_not_retried_once_more_body_went_out_than_is_kept(
+    shared: Watchdog,
+) -> None:
+    assert request(shared, "POST", "/then-drop?after=body", b"")[0] == 200
+    big = b"x" * (100 * 1024)
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(big)
+            + big
+            + b"\r\n"
+        )
+        received = read_until(sock, b"\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 502 ")
+    assert b"X-OpenFaaS-Internal: of-watchdog" in received
+
+
+# --- 4. streaming responses -----------------------------------------------------------------------
+
+
+def test_server_sent_events_arrive_event_by_event(shared: Watchdog) -> None:
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            b"GET /sse?key=sse1&n=3 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        received = read_until(sock, b"data: event 1\n\n")
+        head = received.split(b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"Content-Type: text/event-stream" in head
+        assert re.search(rb"X-Duration-Seconds: \d+\.\d{6}", head)
+        # The upstream holds the next event until told; it must not be here yet.
+        assert b"event 2" not in received
+        for number in (2, 3):
+            assert request(shared, "GET", f"/release?key=sse1-{number}")[0] == 200
+            received = read_until(sock, f"data: event {number}\n\n".encode(), received)
+        received = read_until(sock, b"0\r\n\r\n", received)
+    assert b"gave up" not in received
+    shared.wait_for_log("GET /sse?key=sse1&n=3 - 200")
+
+
+def test_event_stream_is_cut_by_exec_timeout_like_any_response(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_http(watchdog_factory, exec_timeout="700ms")
+    with raw_connection(watchdog) as sock:
+        sock.sendall(
+            b"GET /sse?key=cut&n=2 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        received = read_to_end(sock)
+    assert b"data: event 1\n\n" in received
+    assert not received.endswith(b"0\r\n\r\n"), "a cut stream must not end cleanly"
+    watchdog.wait_for_log("exec_timeout (700ms) exceeded")
+
+
+# --- 5. upgrades ----------------------------------------------------------------------------------
+
+
+def websocket_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def test_websocket_echo_round_trip(shared: Watchdog) -> None:
+    key = base64.b64encode(os.urandom(16)).decode()
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            (
+                "GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        received = read_until(sock, b"\r\n\r\n")
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"Upgrade: websocket" in head
+        sock.sendall(websocket_frame(b"hello through the tunnel"))
+        rest = read_until(sock, b"hello through the tunnel", rest)
+        assert rest == b"\x81\x18hello through the tunnel"
+        sock.sendall(websocket_frame(b"", opcode=0x8))
+        assert read_to_end(sock) == b"\x88\x00"
+    log = shared.wait_for_log("GET /websocket - 101")
+    assert log.count("GET /websocket") == 1
+
+
+# --- 6. timeouts and errors -----------------------------------------------------------------------
+
+
+def test_exec_timeout_gives_504_from_the_watchdog(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory, exec_timeout="500ms")
+    began = time.monotonic()
+    status, headers, body = request(watchdog, "GET", "/sleep?s=5")
+    assert_internal_error(status, headers, body, 504)
+    assert b"exec_timeout (500ms) exceeded" in body
+    assert time.monotonic() - began < 3
+
+
+def test_x_timeout_header_shortens_the_timeout_for_one_request(shared: Watchdog) -> None:
+    began = time.monotonic()
+    status, headers, body = request(shared, "GET", "/sleep?s=5", headers=[("X-Timeout", "300ms")])
+    assert_internal_error(status, headers, body, 504)
+    assert b"X-Timeout (300ms) exceeded" in body
+    assert time.monotonic() - began < 3
+    # The header goes to the upstream too.
+    seen = echo(shared, body=b"", headers=[("X-Timeout", "2s")])
+    assert ["X-Timeout", "2s"] in seen["headers"]
+
+
+def test_x_timeout_longer_than_exec_timeout_is_ignored(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory, exec_timeout="500ms")
+    status, _, body = request(watchdog, "GET", "/sleep?s=5", headers=[("X-Timeout", "1m")])
+    assert status == 504
+    assert b"exec_timeout (500ms)" in body
+
+
+def test_x_timeout_is_ignored_when_exec_timeout_is_0(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory, exec_timeout="0")
+    status, _, body = request(watchdog, "GET", "/sleep?s=0.5", headers=[("X-Timeout", "100ms")])
+    assert (status, body) == (200, b"slept\n")
+
+
+def test_upstream_refusing_connections_gives_502(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory)
+    assert request(watchdog, "GET", "/stop-listening")[0] == 200
+    status, headers, body = request(watchdog, "GET", "/echo")
+    assert_internal_error(status, headers, body, 502)
+    assert b"cannot connect to the upstream" in body
+
+
+def test_upstream_reset_before_answering_gives_502(shared: Watchdog) -> None:
+    status, headers, body = request(shared, "POST", "/reset", b"x")
+    assert_internal_error(status, headers, body, 502)
+
+
+def test_malformed_upstream_response_gives_502(shared: Watchdog) -> None:
+    status, headers, body = request(shared, "GET", "/garbage")
+    assert_internal_error(status, headers, body, 502)
+
+
+@pytest.mark.parametrize("path", ["/cut-length", "/cut-chunked"])
+def test_response_broken_mid_body_is_cut_off_not_ended_cleanly(shared: Watchdog, path: str) -> None:
+    conn = shared.connection()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        conn.close()
+
+
+# --- 7. shutdown ----------------------------------------------------------------------------------
+
+
+def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
+    sock = raw_connection(watchdog)
+    sock.sendall(f"GET /sleep?s={seconds} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    watchdog_log_has = f"GET /sleep?s={seconds}"
+    time.sleep(0.2)  # let it reach the upstream
+    assert watchdog_log_has not in watchdog.log()
+    return sock
+
+
+def test_sigterm_drains_in_flight_requests_before_terminating_the_child(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_http(watchdog_factory, healthcheck_interval="300ms")
+    pid = child_pid(watchdog)
+    with start_slow_request(watchdog, 1.5) as sock:
+        watchdog.process.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: health(watchdog) == 503, timeout=1)
+        # The child is left alone while the request is in flight.
+        time.sleep(0.5)
+        assert "SIGTERM received" not in watchdog.log()
+        received = read_until(sock, b"slept\n")
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert watchdog.process.wait(10) == 0
+    log = watchdog.log()
+    assert log.index("GET /sleep?s=1.5 - 200") < log.index("stderr: SIGTERM received")
+    assert process_gone(pid)
+
+
+def test_child_ignoring_sigterm_is_killed_after_write_timeout(watchdog_factory: Factory) -> None:
+    watchdog = start_http(watchdog_factory, IGNORE_SIGTERM="1", write_timeout="1s")
+    pid = child_pid(watchdog)
+    signalled = time.monotonic()
+    watchdog.process.send_signal(signal.SIGTERM)
+    assert watchdog.process.wait(10) == 0
+    assert 0.9 < time.monotonic() - signalled < 5
+    assert "stderr: SIGTERM received" in watchdog.log()
+    assert "signal: killed" in watchdog.log()
+    assert process_gone(pid)
+
+
+def test_child_exiting_during_the_drain_does_not_cut_requests_in_flight(
+    watchdog_factory: Factory,
+) -> None:
+    # The wrapper script is the group's leader; the server it started runs on without it.
+    watchdog = start_http(watchdog_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
+    server_pid = child_pid(watchdog)
+    leader_pid = os.getpgid(server_pid)
+    assert leader_pid != server_pid
+    with start_slow_request(watchdog, 1.5) as sock:
+        watchdog.process.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: health(watchdog) == 503, timeout=1)
+        os.kill(leader_pid, signal.SIGKILL)
+        watchdog.wait_for_log("Forked function has terminated: signal: killed")
+        received = read_until(sock, b"slept\n")
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert watchdog.process.wait(10) == 0
+    assert process_gone(server_pid)
