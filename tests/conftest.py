@@ -166,9 +166,14 @@ def watchdog_factory(tmp_path: Path) -> Iterator[Callable[..., Watchdog]]:
 
     yield factory
     for watchdog in started:
+        # SIGTERM first, so that a mode's long-lived children are stopped by the watchdog.
         if watchdog.process.poll() is None:
-            watchdog.process.kill()
-            watchdog.process.wait(10)
+            watchdog.process.send_signal(signal.SIGTERM)
+            try:
+                watchdog.process.wait(5)
+            except subprocess.TimeoutExpired:
+                watchdog.process.kill()
+                watchdog.process.wait(10)
 
 
 def function(name: str) -> str:
