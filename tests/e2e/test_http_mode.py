@@ -150,6 +150,14 @@ def process_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for its parent
 
 
+def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
+    """A connection whose request the upstream is busy with for `seconds`."""
+    sock = raw_connection(watchdog)
+    sock.sendall(f"GET /sleep?s={seconds} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    watchdog.wait_for_log(f"stderr: sleeping {seconds}")
+    return sock
+
+
 # One watchdog for the tests that leave it as they found it.
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
@@ -211,6 +219,23 @@ def test_child_exiting_with_0_also_ends_the_watchdog_nonzero(watchdog_factory: F
     assert request(watchdog, "GET", "/exit?code=0")[0] == 502
     watchdog.wait_for_log("Forked function has terminated: exit status 0")
     assert watchdog.process.wait(10) != 0
+
+
+def test_child_leader_exit_ends_its_group_so_requests_in_flight_get_502(
+    watchdog_factory: Factory,
+) -> None:
+    # The wrapper script is the group's leader; the server it started would run on without it.
+    watchdog = start_http(watchdog_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
+    server_pid = child_pid(watchdog)
+    leader_pid = os.getpgid(server_pid)
+    assert leader_pid != server_pid
+    with start_slow_request(watchdog, 5) as sock:
+        os.kill(leader_pid, signal.SIGKILL)
+        received = read_until(sock, b"\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 502 ")
+    assert b"X-OpenFaaS-Internal: of-watchdog" in received
+    assert watchdog.process.wait(10) != 0
+    assert process_gone(server_pid)
 
 
 def test_requests_after_the_child_exited_get_502_naming_the_exit(
@@ -618,15 +643,6 @@ def test_response_broken_mid_body_is_cut_off_not_ended_cleanly(shared: Watchdog,
 
 
 # --- 7. shutdown ----------------------------------------------------------------------------------
-
-
-def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
-    sock = raw_connection(watchdog)
-    sock.sendall(f"GET /sleep?s={seconds} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    watchdog_log_has = f"GET /sleep?s={seconds}"
-    time.sleep(0.2)  # let it reach the upstream
-    assert watchdog_log_has not in watchdog.log()
-    return sock
 
 
 def test_sigterm_drains_in_flight_requests_before_terminating_the_child(

@@ -111,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, json.dumps(info).encode(), [("Content-Type", "application/json")])
         elif path == "/sleep":
             self.read_body()
+            print(f"sleeping {query.get('s', '1')}", file=sys.stderr, flush=True)
             time.sleep(float(query.get("s", "1")))
             self.reply(200, b"slept\n")
         elif path == "/status":

@@ -56,9 +56,6 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
 # Connection options that are not field names.
 _CONNECTION_OPTIONS = frozenset(("close", "keep-alive", "upgrade"))
-# Upgrades (WebSocket) need the HTTP layer to hand the client's connection over after a 101;
-# until it can, an upgrade request goes upstream as a plain request.
-_CAN_SWITCH = hasattr(Response, "switch_protocols")
 
 
 class HttpMode:
@@ -346,7 +343,10 @@ class HttpMode:
             ]
         if not has_host:
             lines.append(f"Host: {self._authority}\r\n")
-        if upgrade is not None and listed is not None and "upgrade" in listed and _CAN_SWITCH:
+        # An upgrade (WebSocket) is forwarded only when the HTTP layer can hand the client's
+        # connection over after a 101 (`Request.upgrade`, `Response.switch_protocols`); until
+        # then it goes upstream as a plain request.
+        if upgrade is not None and getattr(request, "upgrade", False):
             lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n")
         lines.append(framing)
         lines.append("\r\n")
