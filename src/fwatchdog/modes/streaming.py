@@ -22,6 +22,7 @@ from fwatchdog.process import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
     Program,
+    Spawner,
     SpawnError,
     describe_exit,
     forward_to_log,
@@ -40,12 +41,13 @@ class StreamingMode:
         self._log = log
         self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder()
+        self._spawner = Spawner()
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        self._spawner.close()
 
     async def handle(self, request: Request, response: Response) -> None:
         config = self._config
@@ -54,7 +56,7 @@ class StreamingMode:
         # no stdin pump, and the function finds its whole input at once.
         prefill = body.take_all_if_complete(STDIN_PREFILL_MAX)
         try:
-            process = FunctionProcess.spawn(
+            process = await self._spawner.spawn(
                 self._program, self._environment.build(request), prefill
             )
         except SpawnError as error:
