@@ -56,7 +56,11 @@ _CONTENT_TYPES = {
     ".zip": "application/zip",
     ".gz": "application/gzip",
     ".tar": "application/x-tar",
+    ".bin": OCTET_STREAM,
 }
+# Extensions looked up in Python's table, remembered (only names of files that exist get here).
+_GUESSED: dict[str, str | None] = {}
+_GUESSED_MAX = 1024
 _CHARSET_TYPES = ("application/javascript", "application/xml", "application/x-sh")
 _SNIFF_BYTES = 512
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -76,11 +80,13 @@ def content_type_for(name: bytes) -> str | None:
     known = _CONTENT_TYPES.get(extension)
     if known is not None:
         return known
+    if extension in _GUESSED:
+        return _GUESSED[extension]
     guessed, _ = mimetypes.guess_type("f" + extension, strict=False)
-    if guessed is None:
-        return None
-    if guessed.startswith("text/") or guessed in _CHARSET_TYPES:
-        return guessed + "; charset=utf-8"
+    if guessed is not None and (guessed.startswith("text/") or guessed in _CHARSET_TYPES):
+        guessed += "; charset=utf-8"
+    if len(_GUESSED) < _GUESSED_MAX:
+        _GUESSED[extension] = guessed
     return guessed
 
 
