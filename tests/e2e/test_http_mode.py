@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -57,6 +58,28 @@ def health(watchdog: Watchdog) -> int:
         return watchdog.request("GET", "/_/health", timeout=2)[0]
     except OSError:
         return 0
+
+
+def end_child(watchdog: Watchdog) -> None:
+    """Kill the child's group: it runs in a session of its own and outlives a killed watchdog."""
+    for match in re.finditer(r"Started fprocess \(pid (\d+)\)", watchdog.log()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(match.group(1)), signal.SIGKILL)
+
+
+@pytest.fixture
+def http_factory(watchdog_factory: Factory) -> Iterator[Factory]:
+    """`watchdog_factory`, and the children of the watchdogs it started killed afterwards."""
+    started: list[Watchdog] = []
+
+    def factory(wait: bool = True, **settings: str) -> Watchdog:
+        watchdog = watchdog_factory(wait=wait, **settings)
+        started.append(watchdog)
+        return watchdog
+
+    yield factory
+    for watchdog in started:
+        end_child(watchdog)
 
 
 def start_http(factory: Factory, **settings: str) -> Watchdog:
@@ -170,6 +193,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
         if watchdog.process.poll() is None:
             watchdog.process.send_signal(signal.SIGTERM)
             watchdog.process.wait(10)
+        end_child(watchdog)
 
 
 # --- 1. the child process -------------------------------------------------------------------------
@@ -190,8 +214,8 @@ def test_child_is_started_once_for_all_requests(shared: Watchdog) -> None:
     assert len({child_pid(shared) for _ in range(3)}) == 1
 
 
-def test_child_output_is_logged_as_json_with_log_format_json(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory, log_format="json")
+def test_child_output_is_logged_as_json_with_log_format_json(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory, log_format="json")
     log = watchdog.wait_for_log('"stream": "stderr"')
     lines = [json.loads(line) for line in log.splitlines()]
     assert {"stream": "stdout", "msg": "listening on " + watchdog.env["UPSTREAM_PORT"]}.items() <= {
@@ -203,9 +227,9 @@ def test_child_output_is_logged_as_json_with_log_format_json(watchdog_factory: F
 
 
 def test_child_exit_fails_in_flight_with_502_turns_health_503_and_exits_nonzero(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = start_http(watchdog_factory)
+    watchdog = start_http(http_factory)
     status, headers, body = request(watchdog, "GET", "/exit?code=3")
     assert_internal_error(status, headers, body, 502)
     log = watchdog.wait_for_log("Forked function has terminated: exit status 3")
@@ -214,18 +238,18 @@ def test_child_exit_fails_in_flight_with_502_turns_health_503_and_exits_nonzero(
     assert watchdog.process.wait(10) != 0
 
 
-def test_child_exiting_with_0_also_ends_the_watchdog_nonzero(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory)
+def test_child_exiting_with_0_also_ends_the_watchdog_nonzero(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory)
     assert request(watchdog, "GET", "/exit?code=0")[0] == 502
     watchdog.wait_for_log("Forked function has terminated: exit status 0")
     assert watchdog.process.wait(10) != 0
 
 
 def test_child_leader_exit_ends_its_group_so_requests_in_flight_get_502(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
     # The wrapper script is the group's leader; the server it started would run on without it.
-    watchdog = start_http(watchdog_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
+    watchdog = start_http(http_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
     server_pid = child_pid(watchdog)
     leader_pid = os.getpgid(server_pid)
     assert leader_pid != server_pid
@@ -239,9 +263,9 @@ def test_child_leader_exit_ends_its_group_so_requests_in_flight_get_502(
 
 
 def test_requests_after_the_child_exited_get_502_naming_the_exit(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = start_http(watchdog_factory)
+    watchdog = start_http(http_factory)
     os.kill(child_pid(watchdog), signal.SIGKILL)
     watchdog.wait_for_log("Forked function has terminated: signal: killed")
     try:
@@ -256,9 +280,9 @@ def test_requests_after_the_child_exited_get_502_naming_the_exit(
 
 
 def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="1.0"))
+    watchdog = http_factory(**http_settings(STARTUP_DELAY="1.0"))
     # The listener is open at once, but nothing says healthy yet.
     assert health(watchdog) == 503
     assert not watchdog.lock_path.exists()
@@ -269,9 +293,9 @@ def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
 
 
 def test_request_sent_before_the_upstream_listens_waits_and_succeeds(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="1.0"))
+    watchdog = http_factory(**http_settings(STARTUP_DELAY="1.0"))
     began = time.monotonic()
     status, _, body = request(watchdog, "POST", "/echo", b"early")
     assert status == 200
@@ -280,25 +304,25 @@ def test_request_sent_before_the_upstream_listens_waits_and_succeeds(
 
 
 def test_request_waiting_longer_than_exec_timeout_for_the_upstream_gets_503(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="5", exec_timeout="300ms"))
+    watchdog = http_factory(**http_settings(STARTUP_DELAY="5", exec_timeout="300ms"))
     began = time.monotonic()
     status, headers, body = request(watchdog, "GET", "/echo")
     assert_internal_error(status, headers, body, 503)
     assert 0.25 < time.monotonic() - began < 3
 
 
-def test_waiting_for_the_upstream_is_logged_every_few_seconds(watchdog_factory: Factory) -> None:
-    watchdog = watchdog_factory(**http_settings(STARTUP_DELAY="2.5"))
+def test_waiting_for_the_upstream_is_logged_every_few_seconds(http_factory: Factory) -> None:
+    watchdog = http_factory(**http_settings(STARTUP_DELAY="2.5"))
     watchdog.wait_for_log("Waiting for the upstream http://127.0.0.1:", timeout=5)
     assert wait_until(lambda: health(watchdog) == 200)
 
 
 def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = watchdog_factory(wait=False, **http_settings(UPSTREAM_PORT="not-a-port"))
+    watchdog = http_factory(wait=False, **http_settings(UPSTREAM_PORT="not-a-port"))
     assert watchdog.process.wait(10) == 1
     log = watchdog.log()
     assert "fprocess exited before http://127.0.0.1:" in log
@@ -306,9 +330,9 @@ def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(
     assert not watchdog.lock_path.exists()
 
 
-def test_fprocess_that_cannot_start_stops_start_up_naming_it(watchdog_factory: Factory) -> None:
+def test_fprocess_that_cannot_start_stops_start_up_naming_it(http_factory: Factory) -> None:
     settings = http_settings(fprocess="/no/such/server")
-    watchdog = watchdog_factory(wait=False, **settings)
+    watchdog = http_factory(wait=False, **settings)
     assert watchdog.process.wait(10) == 1
     assert '"/no/such/server"' in watchdog.log()
 
@@ -451,9 +475,9 @@ def test_chunked_request_body_goes_upstream_chunked(shared: Watchdog) -> None:
 
 @pytest.mark.parametrize("setting", ["buffer_http", "http_buffer_req_body"])
 def test_buffered_body_goes_upstream_with_content_length(
-    watchdog_factory: Factory, setting: str
+    http_factory: Factory, setting: str
 ) -> None:
-    watchdog = start_http(watchdog_factory, **{setting: "true"})
+    watchdog = start_http(http_factory, **{setting: "true"})
     conn = watchdog.connection()
     try:
         conn.request("POST", "/echo", body=iter([b"ab", b"cd", b"ef"]))
@@ -528,9 +552,9 @@ def test_server_sent_events_arrive_event_by_event(shared: Watchdog) -> None:
 
 
 def test_event_stream_is_cut_by_exec_timeout_like_any_response(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = start_http(watchdog_factory, exec_timeout="700ms")
+    watchdog = start_http(http_factory, exec_timeout="700ms")
     with raw_connection(watchdog) as sock:
         sock.sendall(
             b"GET /sse?key=cut&n=2 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
@@ -578,8 +602,8 @@ def test_websocket_echo_round_trip(shared: Watchdog) -> None:
 # --- 6. timeouts and errors -----------------------------------------------------------------------
 
 
-def test_exec_timeout_gives_504_from_the_watchdog(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory, exec_timeout="500ms")
+def test_exec_timeout_gives_504_from_the_watchdog(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory, exec_timeout="500ms")
     began = time.monotonic()
     status, headers, body = request(watchdog, "GET", "/sleep?s=5")
     assert_internal_error(status, headers, body, 504)
@@ -598,21 +622,21 @@ def test_x_timeout_header_shortens_the_timeout_for_one_request(shared: Watchdog)
     assert ["X-Timeout", "2s"] in seen["headers"]
 
 
-def test_x_timeout_longer_than_exec_timeout_is_ignored(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory, exec_timeout="500ms")
+def test_x_timeout_longer_than_exec_timeout_is_ignored(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory, exec_timeout="500ms")
     status, _, body = request(watchdog, "GET", "/sleep?s=5", headers=[("X-Timeout", "1m")])
     assert status == 504
     assert b"exec_timeout (500ms)" in body
 
 
-def test_x_timeout_is_ignored_when_exec_timeout_is_0(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory, exec_timeout="0")
+def test_x_timeout_is_ignored_when_exec_timeout_is_0(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory, exec_timeout="0")
     status, _, body = request(watchdog, "GET", "/sleep?s=0.5", headers=[("X-Timeout", "100ms")])
     assert (status, body) == (200, b"slept\n")
 
 
-def test_upstream_refusing_connections_gives_502(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory)
+def test_upstream_refusing_connections_gives_502(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory)
     assert request(watchdog, "GET", "/stop-listening")[0] == 200
     status, headers, body = request(watchdog, "GET", "/echo")
     assert_internal_error(status, headers, body, 502)
@@ -646,9 +670,9 @@ def test_response_broken_mid_body_is_cut_off_not_ended_cleanly(shared: Watchdog,
 
 
 def test_sigterm_drains_in_flight_requests_before_terminating_the_child(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
-    watchdog = start_http(watchdog_factory, healthcheck_interval="300ms")
+    watchdog = start_http(http_factory, healthcheck_interval="300ms")
     pid = child_pid(watchdog)
     with start_slow_request(watchdog, 1.5) as sock:
         watchdog.process.send_signal(signal.SIGTERM)
@@ -664,8 +688,8 @@ def test_sigterm_drains_in_flight_requests_before_terminating_the_child(
     assert process_gone(pid)
 
 
-def test_child_ignoring_sigterm_is_killed_after_write_timeout(watchdog_factory: Factory) -> None:
-    watchdog = start_http(watchdog_factory, IGNORE_SIGTERM="1", write_timeout="1s")
+def test_child_ignoring_sigterm_is_killed_after_write_timeout(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory, IGNORE_SIGTERM="1", write_timeout="1s")
     pid = child_pid(watchdog)
     signalled = time.monotonic()
     watchdog.process.send_signal(signal.SIGTERM)
@@ -677,10 +701,10 @@ def test_child_ignoring_sigterm_is_killed_after_write_timeout(watchdog_factory: 
 
 
 def test_child_exiting_during_the_drain_does_not_cut_requests_in_flight(
-    watchdog_factory: Factory,
+    http_factory: Factory,
 ) -> None:
     # The wrapper script is the group's leader; the server it started runs on without it.
-    watchdog = start_http(watchdog_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
+    watchdog = start_http(http_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
     server_pid = child_pid(watchdog)
     leader_pid = os.getpgid(server_pid)
     assert leader_pid != server_pid

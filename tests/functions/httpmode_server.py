@@ -208,6 +208,7 @@ class Handler(BaseHTTPRequestHandler):
             # shutdown() stops a listening socket at once on Linux; close() alone waits for
             # serve_forever's poll to let go of it.
             SERVER.socket.shutdown(socket.SHUT_RDWR)
+            threading.Thread(target=SERVER.shutdown, daemon=True).start()
             self.reply(200, b"stopped listening\n", [("Connection", "close")])
             self.close_connection = True
         elif path == "/exit":
@@ -270,12 +271,10 @@ def main() -> None:
     SERVER = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"listening on {port}", flush=True)
     print("ready on stderr too", file=sys.stderr, flush=True)
-    try:
-        SERVER.serve_forever()
-    except OSError:
-        # /stop-listening closed the socket under serve_forever: keep serving what is open.
-        while True:
-            time.sleep(1)
+    SERVER.serve_forever()
+    # /stop-listening stopped accepting; connections already open are still served.
+    while True:
+        time.sleep(1)
 
 
 if __name__ == "__main__":
