@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from fwatchdog.child import LongLivedChild
 from fwatchdog.config import Config
+from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration, parse_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
@@ -81,6 +82,7 @@ class HttpMode:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._pool = UpstreamPool(self._host, self._port)
+        self._deadlines = Deadlines()
         self._ready: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[str] = loop.create_future()
         self._child: LongLivedChild | None = None
@@ -165,15 +167,20 @@ class HttpMode:
     # --- requests --------------------------------------------------------------------------
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
-        timeout, timeout_name = self._timeout_for(request)
+        head_lines, asked_timeout = self._request_head(request)
+        timeout, timeout_name = self._timeout(asked_timeout)
         waiting = not self._ready.done()
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        if timeout > 0:
+            self._deadlines.add(task, timeout)
         try:
-            async with asyncio.timeout(timeout if timeout > 0 else None):
-                if waiting:
-                    await asyncio.shield(self._ready)
-                    waiting = False
-                await self._proxy(request, response, started)
-        except TimeoutError:
+            if waiting:
+                await asyncio.shield(self._ready)
+                waiting = False
+            await self._proxy(request, response, started, head_lines)
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task) or task.uncancel() > 0:
+                raise  # not (only) our deadline: the client left, or write_timeout
             if waiting:
                 reason = f"the upstream {self._url} is not accepting connections yet"
                 self._fail(request, response, 503, reason, started)
@@ -184,13 +191,14 @@ class HttpMode:
             raise
         except BodyError as error:
             self._fail(request, response, 408, str(error), started)
+        finally:
+            self._deadlines.discard(task)
 
-    def _timeout_for(self, request: Request) -> tuple[float, str]:
+    def _timeout(self, asked: str | None) -> tuple[float, str]:
         """exec_timeout, or a shorter X-Timeout the request asks for (0: none)."""
         exec_timeout = self._config.exec_timeout
         if exec_timeout <= 0:
             return 0.0, ""
-        asked = request.header("X-Timeout")
         if asked:
             try:
                 seconds = parse_duration(asked)
@@ -200,7 +208,9 @@ class HttpMode:
                 return seconds, "X-Timeout"
         return exec_timeout, "exec_timeout"
 
-    async def _proxy(self, request: Request, response: Response, started: float) -> None:
+    async def _proxy(
+        self, request: Request, response: Response, started: float, head_lines: list[str]
+    ) -> None:
         if self._exit_reason:
             self._fail(request, response, 502, self._exit_reason, started)
             return
@@ -209,14 +219,14 @@ class HttpMode:
         buffered: bytes | None = None
         if has_body and self._buffer_body:
             buffered = await body.read_all()
-            framing = f"Content-Length: {len(buffered)}\r\n"
+            head_lines.append(f"Content-Length: {len(buffered)}\r\n\r\n")
         elif request.chunked:
-            framing = "Transfer-Encoding: chunked\r\n"
+            head_lines.append("Transfer-Encoding: chunked\r\n\r\n")
         elif has_body:
-            framing = f"Content-Length: {request.content_length}\r\n"
+            head_lines.append(f"Content-Length: {request.content_length}\r\n\r\n")
         else:
-            framing = ""
-        head = self._request_head(request, framing)
+            head_lines.append("\r\n")
+        head = "".join(head_lines).encode("latin-1")
         exchange = _Exchange(request, response, started, self._loop)
         try:
             for attempt in (1, 2):
@@ -312,7 +322,8 @@ class HttpMode:
             conn.body_complete = False
             exchange.start_pump(_pump_body(conn, body, chunked, exchange))
 
-    def _request_head(self, request: Request, framing: str) -> bytes:
+    def _request_head(self, request: Request) -> tuple[list[str], str | None]:
+        """The head for the upstream, but its framing and blank line; and X-Timeout's value."""
         target = request.target
         if target.startswith("/"):
             target = self._path_prefix + target
@@ -324,6 +335,7 @@ class HttpMode:
         has_host = False
         upgrade: str | None = None
         listed: set[str] | None = None
+        asked_timeout: str | None = None
         for name, value in request.headers:
             lowered = name.lower()
             if lowered in _NOT_FORWARDED or lowered.startswith("proxy-"):
@@ -334,6 +346,8 @@ class HttpMode:
                 continue
             if lowered == "host":
                 has_host = True
+            elif lowered == "x-timeout" and asked_timeout is None:
+                asked_timeout = value
             lines.append(f"{name}: {value}\r\n")
         if listed is not None and not listed <= _CONNECTION_OPTIONS:
             lines[1:] = [
@@ -348,9 +362,7 @@ class HttpMode:
         # then it goes upstream as a plain request.
         if upgrade is not None and getattr(request, "upgrade", False):
             lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n")
-        lines.append(framing)
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
+        return lines, asked_timeout
 
     def _fail(
         self, request: Request, response: Response, status: int, reason: str, started: float

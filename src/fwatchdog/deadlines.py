@@ -1,0 +1,55 @@
+"""Coarse deadlines for many short tasks: one ticking timer instead of one timer per task.
+
+`asyncio.timeout()` arms and cancels a loop timer for every request; on uvloop that costs
+about as much as the rest of a proxied request's Python work. Here a task registers its
+deadline in a dict, and a single timer, running only while some deadline is pending, cancels
+the tasks whose deadline has passed, a tick (`TICK` seconds) late at most. The task sees
+`asyncio.CancelledError` where it waits, as with `asyncio.timeout()`, and `expired()` tells a
+deadline from any other cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+TICK = 0.01
+
+
+class Deadlines:
+    """Deadlines of running tasks, checked every `tick` seconds."""
+
+    __slots__ = ("_expired", "_loop", "_pending", "_tick", "_timer")
+
+    def __init__(self, tick: float = TICK) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tick = tick
+        self._pending: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task[object], seconds: float) -> None:
+        """Cancel `task` once `seconds` have passed, unless `discard`ed first."""
+        self._pending[task] = self._loop.time() + seconds
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._tick, self._check)
+
+    def discard(self, task: asyncio.Task[object]) -> None:
+        """Forget the task's deadline (call it, without awaiting anything, when done)."""
+        self._pending.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[object]) -> bool:
+        """Whether the task was cancelled because its deadline passed."""
+        return task in self._expired
+
+    def _check(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        pending = self._pending
+        late = [task for task, deadline in pending.items() if deadline <= now]
+        for task in late:
+            del pending[task]
+            self._expired.add(task)
+            task.cancel()
+        if pending:
+            self._timer = self._loop.call_later(self._tick, self._check)
