@@ -20,6 +20,9 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    # Latency percentiles, milliseconds (wrk --latency); None when wrk printed none.
+    p50_ms: float | None = None
+    p99_ms: float | None = None
 
 
 def find_wrk() -> str | None:
@@ -54,6 +57,7 @@ def run_wrk(
                 f"-d{duration:g}s",
                 "--timeout",
                 "5s",
+                "--latency",
                 "-s",
                 str(script),
                 f"http://127.0.0.1:{port}/",
@@ -83,4 +87,17 @@ def parse_wrk(output: str) -> WrkResult:
         requests=int(total.group(1)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        p50_ms=_percentile_ms(output, "50"),
+        p99_ms=_percentile_ms(output, "99"),
     )
+
+
+_LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _percentile_ms(output: str, percent: str) -> float | None:
+    """One line of wrk's --latency distribution ("     99%    1.23ms"), in milliseconds."""
+    found = re.search(rf"^\s+{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+    if found is None:
+        return None
+    return float(found.group(1)) * _LATENCY_UNITS_MS[found.group(2)]

@@ -1,0 +1,114 @@
+"""HTTP mode scenarios: the watchdog as a reverse proxy in front of a long-lived server.
+
+`http-nginx` puts it in front of nginx answering a fixed 200 (the fast upstream: what is
+measured is the proxy), and in the same run sends wrk straight at that nginx, as the ceiling.
+`http-python` puts it in front of Python's threading http.server (a realistic, slow upstream).
+Both watchdogs start the upstream themselves through `fprocess` with `mode=http` and
+`upstream_url`, the settings the Go of-watchdog takes too. wrk: -t1, POST of 100 bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.harness import Watchdog, WatchdogBinary, free_port, running
+from benchmarks.http_client import simple_request
+from benchmarks.scenarios import Metric, Options, Scenario, ScenarioError
+from benchmarks.wrk import WrkResult, run_wrk
+
+UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
+NGINX = UPSTREAMS / "nginx_fixed_200.sh"
+PYTHON_SERVER = UPSTREAMS / "python_fixed_200.py"
+UPSTREAM_READY_TIMEOUT = 15.0
+
+
+def _settings(fprocess: str) -> dict[str, str]:
+    upstream_port = free_port()
+    return {
+        "mode": "http",
+        "fprocess": fprocess,
+        "upstream_url": f"http://127.0.0.1:{upstream_port}",
+        "UPSTREAM_PORT": str(upstream_port),
+    }
+
+
+def _wait_for_upstream(watchdog: Watchdog) -> None:
+    """Until a request goes through: Go reports healthy before its upstream listens."""
+    deadline = time.monotonic() + UPSTREAM_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        watchdog.check_alive()
+        try:
+            if simple_request(watchdog.port, "POST", "/", b"x", timeout=2.0).status == 200:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    raise ScenarioError(f"no 200 through the watchdog within {UPSTREAM_READY_TIMEOUT:.0f}s")
+
+
+def _checked(result: WrkResult, what: str) -> dict[str, float]:
+    if result.requests == 0 or result.non_2xx or result.socket_errors > result.requests // 100:
+        raise ScenarioError(
+            f"{what}: {result.non_2xx + result.socket_errors} of {result.requests} requests "
+            f"failed ({result.non_2xx} non-2xx, {result.socket_errors} socket errors)"
+        )
+    return {
+        "rps": result.requests_per_second,
+        "p50_ms": result.p50_ms if result.p50_ms is not None else float("nan"),
+        "p99_ms": result.p99_ms if result.p99_ms is not None else float("nan"),
+    }
+
+
+def proxy_to_nginx(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """wrk through the watchdog to nginx, then wrk straight at the same nginx."""
+    settings = _settings(str(NGINX))
+    with running(binary, settings) as watchdog:
+        _wait_for_upstream(watchdog)
+        through = _checked(
+            run_wrk(watchdog.port, options.duration, options.connections), "through the watchdog"
+        )
+        watchdog.check_alive()
+        direct = _checked(
+            run_wrk(int(settings["UPSTREAM_PORT"]), options.duration, options.connections),
+            "straight at nginx",
+        )
+    return {**through, "nginx_rps": direct["rps"], "nginx_p99_ms": direct["p99_ms"]}
+
+
+def proxy_to_python(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """wrk through the watchdog to Python's threading http.server."""
+    with running(binary, _settings(f"{sys.executable} {PYTHON_SERVER}")) as watchdog:
+        _wait_for_upstream(watchdog)
+        result = run_wrk(watchdog.port, options.duration, options.connections)
+        watchdog.check_alive()
+    return _checked(result, "through the watchdog")
+
+
+def http_scenarios(options: Options) -> list[Scenario]:
+    load = f"wrk -t1 -c{options.connections}, 100 B POST"
+    return [
+        Scenario(
+            "http-nginx",
+            (
+                Metric("rps", f"http mode to nginx, req/s ({load})", True),
+                Metric("p50_ms", "  p50 latency, ms", False, 2),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+                Metric("nginx_rps", "  ceiling: wrk straight at nginx, req/s", True),
+                Metric("nginx_p99_ms", "  ceiling: p99 latency, ms", False, 2),
+            ),
+            proxy_to_nginx,
+            needs_wrk=True,
+        ),
+        Scenario(
+            "http-python",
+            (
+                Metric("rps", f"http mode to Python http.server, req/s ({load})", True),
+                Metric("p50_ms", "  p50 latency, ms", False, 2),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+            ),
+            proxy_to_python,
+            needs_wrk=True,
+        ),
+    ]
