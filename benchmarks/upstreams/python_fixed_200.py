@@ -37,6 +37,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's 5 drops the SYNs of a burst of new connections
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that leave mid-request (wrk at its end) are not news

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -486,6 +487,44 @@ def test_buffered_body_goes_upstream_with_content_length(
         conn.close()
     assert (seen["framing"], seen["body"]) == ("length 6", "abcdef")
     assert ["Content-Length", "6"] in seen["headers"]
+
+
+def test_large_request_body_reaches_the_upstream_intact(shared: Watchdog) -> None:
+    body = os.urandom(1 << 20) * 24
+    status, _, answer = request(shared, "PUT", "/sink", body)
+    assert (status, answer) == (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}\n".encode())
+
+
+def test_large_response_body_reaches_a_slow_client_intact(shared: Watchdog) -> None:
+    size = 32 << 20
+    block = bytes(range(256)) * 256
+    conn = shared.connection()
+    try:
+        conn.request("GET", f"/bytes?n={size}")
+        response = conn.getresponse()
+        assert response.status == 200
+        received = 0
+        while piece := response.read(1 << 20):
+            assert piece == (block * 17)[received % len(block) :][: len(piece)]
+            received += len(piece)
+            if received < (4 << 20):
+                time.sleep(0.01)  # fill every buffer on the way, so back-pressure has to work
+    finally:
+        conn.close()
+    assert received == size
+
+
+def test_expect_100_continue_is_answered_and_the_body_forwarded(shared: Watchdog) -> None:
+    with raw_connection(shared) as sock:
+        sock.sendall(
+            b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"hello")
+        received = read_until(sock, b"\n", b"")
+        received = read_until(sock, hashlib.sha256(b"hello").hexdigest().encode(), received)
+    assert b"HTTP/1.1 200 " in received
+    assert b"5 " + hashlib.sha256(b"hello").hexdigest().encode() in received
 
 
 def test_stale_pooled_connection_is_retried_once_on_a_new_connection(shared: Watchdog) -> None:

@@ -152,6 +152,34 @@ class Handler(BaseHTTPRequestHandler):
                         break
                 self.write_chunk(f"data: event {number}\n\n".encode())
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/bytes":
+            # n bytes of a repeating pattern, in 64 KiB writes.
+            total = int(query["n"])
+            self.send_response(200)
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            block = bytes(range(256)) * 256
+            sent = 0
+            while sent < total:
+                piece = block[: total - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+        elif path == "/sink":
+            # Reads the body in pieces and answers its length and digest.
+            digest = hashlib.sha256()
+            size = 0
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                body, _ = self.read_body()
+                digest.update(body)
+                size = len(body)
+            else:
+                remaining = int(self.headers.get("Content-Length", "0"))
+                while remaining:
+                    piece = self.rfile.read(min(remaining, 65536))
+                    digest.update(piece)
+                    size += len(piece)
+                    remaining -= len(piece)
+            self.reply(200, f"{size} {digest.hexdigest()}\n".encode())
         elif path == "/release":
             release_event(query["key"]).set()
             self.reply(200, b"released\n")
