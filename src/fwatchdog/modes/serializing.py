@@ -13,10 +13,7 @@ the `exec: "name": ...` line for a program that cannot start, all as 500.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.cgi_response import CgiHeaderError, CgiHeaderParser
@@ -40,9 +37,6 @@ from fwatchdog.process import (
 # combine_output: stderr must share stdout's pipe so that the two interleave as written. The
 # shell makes that dup before exec'ing the function (until process.py can do it itself).
 _COMBINE_SHELL = ("/bin/sh", "-c", 'exec "$@" 2>&1', "fwatchdog")
-# posix_spawn blocks its thread until the child has exec'd; on worker threads (it releases
-# the GIL) two spawns and the loop's own work overlap.
-SPAWN_THREADS = 2
 
 
 class SerializingMode:
@@ -57,13 +51,12 @@ class SerializingMode:
         else:
             self._program = self._function
         self._environment = EnvironmentBuilder.from_config(config)
-        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="spawn")
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        self._spawner.shutdown(wait=True)
+        return None
 
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
@@ -85,7 +78,7 @@ class SerializingMode:
                 raise SpawnError(spawn_failure_message(self._function.name, FileNotFoundError()))
             # A body that fits the new pipe goes in before the process starts: no stdin pump.
             prefill = stdin_data if len(stdin_data) <= STDIN_PREFILL_MAX else None
-            process = await _spawn_off_loop(self._spawner, self._program, env, prefill)
+            process = FunctionProcess.spawn(self._program, env, prefill)
         except SpawnError as error:
             answer.fail(500, str(error))
             return
@@ -144,32 +137,6 @@ class _Answer:
         if extra:
             body += b"\n" + extra
         self.send(status, [("Content-Type", self._config.content_type)], body)
-
-
-async def _spawn_off_loop(
-    spawner: ThreadPoolExecutor, program: Program, env: Mapping[str, str], prefill: bytes | None
-) -> FunctionProcess:
-    """`FunctionProcess.spawn` on a worker thread; a process whose request was cancelled
-    meanwhile (lost client, write_timeout) is killed and reaped as soon as it exists."""
-    spawning = asyncio.get_running_loop().run_in_executor(
-        spawner, FunctionProcess.spawn, program, env, prefill
-    )
-    try:
-        return await asyncio.shield(spawning)
-    except asyncio.CancelledError:
-        spawning.add_done_callback(_discard_spawned)
-        raise
-
-
-def _discard_spawned(spawning: asyncio.Future[FunctionProcess]) -> None:
-    if spawning.cancelled() or spawning.exception() is not None:
-        return
-    process = spawning.result()
-    process.kill()
-    process.wait()  # reaped by the loop when it exits
-    for fd in (process.stdin_fd, process.stdout_fd, process.stderr_fd):
-        if fd >= 0:
-            os.close(fd)
 
 
 async def _communicate(
