@@ -170,7 +170,7 @@ class HttpMode:
         head_lines, asked_timeout = self._request_head(request)
         timeout, timeout_name = self._timeout(asked_timeout)
         waiting = not self._ready.done()
-        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        task: asyncio.Task[object] = asyncio.current_task(self._loop)  # type: ignore[assignment]
         if timeout > 0:
             self._deadlines.add(task, timeout)
         try:
