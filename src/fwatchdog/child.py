@@ -29,6 +29,7 @@ class LongLivedChild:
     def __init__(self, process: FunctionProcess, outputs: list[PipeReader]) -> None:
         self._process = process
         self._outputs = outputs
+        self._stdin_closed = False
         self.exited: asyncio.Future[int] = process.wait()
 
     @classmethod
@@ -77,7 +78,8 @@ class LongLivedChild:
         if not self.exited.done():
             await self.exited
         await self._flush_output()
-        with contextlib.suppress(OSError):
+        if not self._stdin_closed:
+            self._stdin_closed = True
             os.close(self._process.stdin_fd)
 
     def _signal_group(self, signum: signal.Signals) -> None:

@@ -638,6 +638,11 @@ def test_websocket_echo_round_trip(shared: Watchdog) -> None:
     assert log.count("GET /websocket") == 1
 
 
+def test_101_the_client_did_not_ask_for_gives_502(shared: Watchdog) -> None:
+    status, headers, body = request(shared, "GET", "/websocket")
+    assert_internal_error(status, headers, body, 502)
+
+
 # --- 6. timeouts and errors -----------------------------------------------------------------------
 
 

@@ -272,9 +272,9 @@ class HttpMode:
     ) -> None:
         """After the upstream's 101: join the client and the upstream until either closes."""
         switch_protocols = getattr(response, "switch_protocols", None)
-        if switch_protocols is None:
+        if switch_protocols is None or not getattr(request, "upgrade", False):
             conn.abort()
-            raise UpstreamError("the upstream switched protocols, which is not supported yet")
+            raise UpstreamError("the upstream answered 101 Switching Protocols unasked")
 
         def to_client(size: int) -> None:
             response.bytes_sent += size
