@@ -183,22 +183,27 @@ class FunctionProcess:
 
 
 class Spawner:
-    """Starts functions on worker threads rather than on the event loop's thread.
+    """Starts functions, on the loop's thread or (threads > 0) on worker threads.
 
     posix_spawn blocks its thread until the child has exec'd, and on a busy machine that
-    includes waiting for the child to be scheduled. On worker threads (the call releases the
-    GIL) two spawns and the loop's I/O go on together; measured under load on 2 cores, with
-    wrk -c16 and cat: ~265 req/s against ~190 on the loop thread.
+    includes waiting for the child to be scheduled; on worker threads (the call releases the
+    GIL) spawns and the loop's I/O overlap. But every GIL hand-over costs the loop too, and
+    measurements here disagree with each other under load (see benchmarks/), so the loop
+    thread is the default and `threads` a knob for measuring.
     """
 
-    def __init__(self, threads: int = 2) -> None:
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="spawn")
+    def __init__(self, threads: int = 0) -> None:
+        self._executor = (
+            ThreadPoolExecutor(threads, thread_name_prefix="spawn") if threads > 0 else None
+        )
 
     async def spawn(
         self, program: Program, env: Mapping[str, str], stdin_data: bytes | None = None
     ) -> FunctionProcess:
-        """`FunctionProcess.spawn` off the loop; a process whose request is cancelled
+        """`FunctionProcess.spawn`; off the loop, a process whose request is cancelled
         meanwhile (lost client, write_timeout) is killed and reaped once it exists."""
+        if self._executor is None:
+            return FunctionProcess.spawn(program, env, stdin_data)
         spawning = asyncio.get_running_loop().run_in_executor(
             self._executor, FunctionProcess.spawn, program, env, stdin_data
         )
@@ -209,7 +214,8 @@ class Spawner:
             raise
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 def _discard_spawned(spawning: asyncio.Future[FunctionProcess]) -> None:

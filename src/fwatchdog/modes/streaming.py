@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.config import Config
@@ -41,7 +42,7 @@ class StreamingMode:
         self._log = log
         self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder()
-        self._spawner = Spawner()
+        self._spawner = Spawner(int(os.environ.get("FWATCHDOG_SPAWN_THREADS", "0")))
 
     async def start(self) -> None:
         return None
