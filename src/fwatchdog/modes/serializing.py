@@ -13,6 +13,7 @@ the `exec: "name": ...` line for a program that cannot start, all as 500.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from fwatchdog.cgi import EnvironmentBuilder
@@ -28,6 +29,7 @@ from fwatchdog.process import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
     Program,
+    Spawner,
     SpawnError,
     describe_exit,
     forward_to_log,
@@ -51,12 +53,14 @@ class SerializingMode:
         else:
             self._program = self._function
         self._environment = EnvironmentBuilder.from_config(config)
+        # The same measuring knob as streaming mode: worker threads for posix_spawn.
+        self._spawner = Spawner(int(os.environ.get("FWATCHDOG_SPAWN_THREADS", "0")))
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        self._spawner.close()
 
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
@@ -78,7 +82,7 @@ class SerializingMode:
                 raise SpawnError(spawn_failure_message(self._function.name, FileNotFoundError()))
             # A body that fits the new pipe goes in before the process starts: no stdin pump.
             prefill = stdin_data if len(stdin_data) <= STDIN_PREFILL_MAX else None
-            process = FunctionProcess.spawn(self._program, env, prefill)
+            process = await self._spawner.spawn(self._program, env, prefill)
         except SpawnError as error:
             answer.fail(500, str(error))
             return
