@@ -4,6 +4,7 @@ Text lines look like the Go of-watchdog's (`2026/11/27 22:11:18 <msg>`) so exist
 keep working; `log_format=json` gives one JSON object per line for log collectors instead.
 """
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -37,6 +38,27 @@ class Log:
         # Formatting the time is a good part of a request line's cost; it changes once a second.
         self._stamp_second = -1
         self._stamp = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[str] = []
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Write lines in one go at the end of each turn of `loop` (None: at once).
+
+        A request line per request would otherwise be a write system call per request.
+        """
+        self.flush()
+        self._loop = loop
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        # If the log's reader went away (closed pipe or stream) there is nowhere left to say
+        # so, and serving requests matters more than logging them.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(text)
+            self._stream.flush()
 
     # `msg` is positional-only so that a field may be called anything, even "msg".
     def info(self, msg: str, /, **fields: object) -> None:
@@ -108,10 +130,12 @@ class Log:
         self._put(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
     def _put(self, text: str) -> None:
-        # If the log's reader went away (closed pipe or stream) there is nowhere left to say so,
-        # and serving requests matters more than logging them.
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.write(text)
+        pending = self._pending
+        pending.append(text)
+        if self._loop is None:
+            self.flush()
+        elif len(pending) == 1:
+            self._loop.call_soon(self.flush)
 
 
 class LineSplitter:

@@ -34,7 +34,11 @@ def run(config: Config, log: Log) -> int:
     """Serve until told to stop; returns the process exit code."""
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(Watchdog(config, log).serve())
+            log.attach(runner.get_loop())
+            try:
+                return runner.run(Watchdog(config, log).serve())
+            finally:
+                log.attach(None)
     except StartupError as error:
         log.error(f"fwatchdog: {error}")
         return 1
