@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from fwatchdog.config import Config
+from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
@@ -20,6 +21,7 @@ from fwatchdog.modes.base import Mode
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
 PROBE_METHODS = ("GET", "HEAD")
+WRITE_TIMEOUT_TICK = 0.05  # write_timeout fires at most this late
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class Router:
         self._log = log
         self._metrics = metrics
         self.in_flight = 0
+        self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
 
     async def __call__(self, request: Request, response: Response) -> None:
         path = request.path
@@ -101,10 +104,17 @@ class Router:
     async def _handle_within_write_timeout(self, request: Request, response: Response) -> None:
         """`write_timeout` bounds the whole response, as Go's http.Server.WriteTimeout does."""
         write_timeout = self._config.write_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines = self._write_deadlines
+        if deadlines is None:
+            deadlines = self._write_deadlines = Deadlines(tick=WRITE_TIMEOUT_TICK)
+        deadlines.add(task, write_timeout)
         try:
-            async with asyncio.timeout(write_timeout):
-                await self._mode.handle(request, response)
-        except TimeoutError:
+            await self._mode.handle(request, response)
+        except asyncio.CancelledError:
+            if not deadlines.expired(task) or task.uncancel() > 0:
+                raise  # not (only) ours: the client left
             reason = f"write_timeout ({format_duration(write_timeout)}) exceeded"
             self._log.error(f"{request.method} {request.target}: {reason}")
             if response.started:
@@ -113,6 +123,8 @@ class Router:
                 request.body.discard()
                 response.keep_alive = False
                 response.send_text(504, reason)
+        finally:
+            deadlines.discard(task)
 
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away
