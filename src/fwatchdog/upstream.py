@@ -9,7 +9,7 @@ towards the upstream (Content-Length or chunked request bodies) is written here 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -185,7 +185,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's TCPTransport is a Transport in all but its base classes.
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:

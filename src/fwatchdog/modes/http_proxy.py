@@ -256,8 +256,8 @@ class HttpMode:
                         continue
                     raise
                 break
-            if exchange.upgraded:
-                await self._tunnel(request, response, conn, exchange)
+            if exchange.upgraded and exchange.conn is not None:
+                await self._tunnel(request, response, exchange.conn, exchange)
         except UpstreamError as error:
             if response.started:
                 self._log.error(f"{request.method} {request.target}: {error}; response cut off")
