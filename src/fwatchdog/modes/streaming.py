@@ -13,11 +13,13 @@ import contextlib
 import os
 
 from fwatchdog.cgi import EnvironmentBuilder
+from fwatchdog.cgi_response import CgiHead, CgiHeaderError, CgiHeaderParser
+from fwatchdog.classic import MarshalledRequest
 from fwatchdog.config import Config
 from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log
+from fwatchdog.logs import LineSplitter, Log
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
@@ -41,7 +43,7 @@ class StreamingMode:
         self._config = config
         self._log = log
         self._program = Program(config.function_argv)
-        self._environment = EnvironmentBuilder()
+        self._environment = EnvironmentBuilder.from_config(config)
         self._spawner = Spawner(int(os.environ.get("FWATCHDOG_SPAWN_THREADS", "0")))
 
     async def start(self) -> None:
@@ -55,17 +57,23 @@ class StreamingMode:
         body = request.body
         # A small body that has fully arrived goes into stdin before the process starts:
         # no stdin pump, and the function finds its whole input at once.
-        prefill = body.take_all_if_complete(STDIN_PREFILL_MAX)
+        marshal = MarshalledRequest(request) if config.marshal_request else None
+        prefill = None
+        if marshal is None and not config.read_debug:
+            prefill = body.take_all_if_complete(STDIN_PREFILL_MAX)
+        stdin_length = None  # CONTENT_LENGTH: what stdin carries, when not the request's own
+        if marshal is not None and request.content_length is not None:
+            stdin_length = marshal.encoded_length(request.content_length)
         try:
             process = await self._spawner.spawn(
-                self._program, self._environment.build(request), prefill
+                self._program, self._environment.build(request, stdin_length), prefill
             )
         except SpawnError as error:
             request.body.discard()
             self._log.error(str(error))
             response.send_text(500, str(error))
             return
-        run = _Run(process, request, response, config, self._log)
+        run = _Run(process, request, response, config, self._log, marshal)
         try:
             await run.until_done()
         finally:
@@ -82,8 +90,16 @@ class _Run:
         response: Response,
         config: Config,
         log: Log,
+        marshal: MarshalledRequest | None = None,
     ) -> None:
         self._process = process
+        self._marshal = marshal
+        # cgi_response: the header block is read before anything is sent.
+        self._cgi = CgiHeaderParser() if config.cgi_response else None
+        self._head_sent = False
+        self._failed = False
+        self._output_log = _debug_log(log, "stdout", config) if config.write_debug else None
+        self._input_log = _debug_log(log, "stdin", config) if config.read_debug else None
         self._request = request
         self._response = response
         self._config = config
@@ -106,9 +122,21 @@ class _Run:
         self._stdout.start()
 
     def _on_output(self, data: bytes, at_eof: bool) -> None:
+        if self._output_log is not None:
+            self._output_log.feed(data)
+            if at_eof:
+                self._output_log.close()
         response = self._response
-        if not response.started:
-            response.start(200, [("Content-Type", self._content_type)])
+        if not self._head_sent:
+            head = self._cgi_head(data, at_eof) if self._cgi is not None else None
+            if self._cgi is not None and head is None:
+                return  # the header block is not complete yet (or was refused)
+            self._head_sent = True
+            if head is not None:
+                response.start(head.status, head.headers_with_content_type(self._content_type))
+                data = head.body
+            else:
+                response.start(200, [("Content-Type", self._content_type)])
             if at_eof:
                 response.end(data)  # the whole output at once: one write, Content-Length
                 return
@@ -117,14 +145,52 @@ class _Run:
             self._stdout.pause()
             response.on_drain(self._stdout.resume)
 
+    def _cgi_head(self, data: bytes, at_eof: bool) -> CgiHead | None:
+        """The CGI head once complete; a refused block becomes a 502 and kills the function."""
+        assert self._cgi is not None
+        try:
+            head = self._cgi.feed(data)
+            if head is None and at_eof:
+                head = self._cgi.end()
+        except CgiHeaderError as error:
+            self._cgi = None
+            self._head_sent = True
+            self._failed = True
+            request = self._request
+            self._log.error(f"{request.method} {request.target}: {error}")
+            self._process.kill()
+            self._stdout.close()
+            self._on_output_end()
+            request.body.discard()
+            self._response.send_text(502, str(error))
+            return None
+        return head
+
     def _on_output_end(self) -> None:
+        if self._output_log is not None:
+            self._output_log.close()
+        if not self._head_sent and self._cgi is not None and not self._stdout_done.done():
+            # Output ended inside the header block: `end()` decides (the exit status may
+            # still turn it into a 500 below, since nothing has been sent).
+            self._on_output(b"", True)
         if not self._stdout_done.done():
             self._stdout_done.set_result(None)
 
+    def _write_stdin(self, stdin: PipeWriter, chunk: bytes) -> bool:
+        """One body chunk into stdin as the settings want it; False when drain is due."""
+        if self._input_log is not None:
+            self._input_log.feed(chunk)
+        if self._marshal is not None:
+            chunk = self._marshal.feed(chunk)
+        return stdin.write(chunk)
+
     async def _feed_stdin(self, stdin: PipeWriter, body: RequestBody) -> None:
+        transformed = self._marshal is not None or self._input_log is not None
         try:
+            if self._marshal is not None and not stdin.write(self._marshal.start()):
+                await stdin.drain()
             while True:
-                spliced = await body.splice_into(stdin.fd)
+                spliced = None if transformed else await body.splice_into(stdin.fd)
                 if spliced is not None:
                     if not spliced:
                         stdin.mark_broken()
@@ -132,10 +198,14 @@ class _Run:
                 chunk = await body.read()
                 if not chunk:
                     break
-                if not stdin.write(chunk):
+                if not self._write_stdin(stdin, chunk):
                     await stdin.drain()
                 if stdin.broken:
                     break
+            if self._marshal is not None and not stdin.write(self._marshal.end()):
+                await stdin.drain()
+            if self._input_log is not None:
+                self._input_log.close()
             if stdin.broken:
                 # The function stopped reading; the rest of the body is not wanted.
                 body.discard()
@@ -194,6 +264,8 @@ class _Run:
                 await asyncio.shield(self._stdout_done)
 
     def _fail(self, status: int, reason: str) -> None:
+        if self._failed:
+            return  # already answered (a refused CGI header block)
         request = self._request
         if self._response.started:
             self._log.error(f"{request.method} {request.target}: {reason} after output began")
@@ -212,3 +284,11 @@ class _Run:
             self._stdin.close()
         self._stdout.close()
         # stderr closes by itself at EOF, so that the last lines are still logged.
+
+
+def _debug_log(log: Log, stream_name: str, config: Config) -> LineSplitter:
+    """write_debug / read_debug: bytes to the log a line at a time, like stderr."""
+    return LineSplitter(
+        lambda line: log.function_line(stream_name, line, config.prefix_logs),
+        config.log_buffer_size,
+    )
