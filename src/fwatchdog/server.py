@@ -16,18 +16,16 @@ import uvloop
 
 from fwatchdog.config import Config
 from fwatchdog.durations import format_duration
+from fwatchdog.errors import StartupError
 from fwatchdog.http.connection import Handler, HttpConnection, Limits, ServerState
 from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
 from fwatchdog.modes import UnsupportedModeError, make_mode
+from fwatchdog.modes.base import Mode
 from fwatchdog.routes import Health, Router
 
 BACKLOG = 1024
 DEFAULT_IDLE_TIMEOUT = 60.0
-
-
-class StartupError(Exception):
-    """The watchdog cannot start serving; the message says what to change."""
 
 
 def run(config: Config, log: Log) -> int:
@@ -77,6 +75,7 @@ class Watchdog:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._stop_reason = ""
+        self._skip_interval = False
 
     async def serve(self) -> int:
         config, log = self.config, self.log
@@ -107,14 +106,37 @@ class Watchdog:
         await mode.start()
         self._mark_healthy()
 
-        await self._stop.wait()
+        exit_code = await self._until_stopped(mode)
         await self._drain(router, function_server, function_state)
         metrics_server.close()
         metrics_state.closing = True
         metrics_state.close_idle()
         await mode.stop()
         log.info(f"Exiting. Active connections: {router.in_flight}")
-        return 0
+        return exit_code
+
+    async def _until_stopped(self, mode: Mode) -> int:
+        """Wait for SIGTERM/SIGINT (exit 0) or for the mode to fail for good (exit 1).
+
+        A mode with a long-lived process exposes `failed`, a future that resolves with a
+        reason when that process dies: the watchdog then has nothing left to serve with, so
+        it turns unhealthy at once and stops without waiting out healthcheck_interval.
+        """
+        failed: asyncio.Future[str] | None = getattr(mode, "failed", None)
+        if failed is None:
+            await self._stop.wait()
+            return 0
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done() or not failed.done():
+            return 0
+        stopping.cancel()
+        self.log.error(f"fwatchdog: stopping: {failed.result()}")
+        self.health.shutting_down = True
+        self._remove_lock_file()
+        self._stop_reason = "function failed"
+        self._skip_interval = True
+        return 1
 
     async def _listen(
         self, handler: Handler, limits: Limits, state: ServerState, port: int, setting: str
@@ -175,7 +197,8 @@ class Watchdog:
         interval = config.healthcheck_interval
         log.info(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
         # Serve on while the orchestrator's probe sees 503 and stops routing to us.
-        await asyncio.sleep(interval)
+        if not self._skip_interval:
+            await asyncio.sleep(interval)
         log.info(f"No new connections allowed, draining: {router.in_flight} requests")
         server.close()
         state.closing = True

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fwatchdog.config import Config
+from fwatchdog.errors import StartupError
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
@@ -40,7 +41,6 @@ from fwatchdog.modes.static_paths import (
     parse_url_path,
     raw_path_of,
 )
-from fwatchdog.server import StartupError
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
