@@ -25,6 +25,8 @@ from fwatchdog.modes.base import Mode
 from fwatchdog.routes import Health, Router
 
 BACKLOG = 1024
+# After a mode failed, how long requests in flight get to write their error responses.
+FAIL_GRACE = 2.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
@@ -75,7 +77,6 @@ class Watchdog:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._stop_reason = ""
-        self._skip_interval = False
 
     async def serve(self) -> int:
         config, log = self.config, self.log
@@ -103,39 +104,78 @@ class Watchdog:
         )
         log.info(f"Listening on port: {config.port}")
         self._install_signal_handlers()
-        await mode.start()
+        if not await self._start_mode(mode):
+            await mode.stop()  # SIGTERM while the mode was still getting ready
+            return 0
         self._mark_healthy()
 
-        exit_code = await self._until_stopped(mode)
-        await self._drain(router, function_server, function_state)
+        failure = await self._wait_for_stop(getattr(mode, "failed", None))
+        if failure is not None:
+            exit_code = await self._fail(failure, mode, router, function_server, function_state)
+        else:
+            await self._drain(router, function_server, function_state)
+            await mode.stop()
+            exit_code = 0
         metrics_server.close()
         metrics_state.closing = True
         metrics_state.close_idle()
-        await mode.stop()
         log.info(f"Exiting. Active connections: {router.in_flight}")
         return exit_code
 
-    async def _until_stopped(self, mode: Mode) -> int:
-        """Wait for SIGTERM/SIGINT (exit 0) or for the mode to fail for good (exit 1).
+    async def _start_mode(self, mode: Mode) -> bool:
+        """`mode.start()`, unless SIGTERM/SIGINT comes first (False then)."""
+        starting = asyncio.ensure_future(mode.start())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            stop.cancel()
+            starting.result()  # a StartupError goes on up
+            return True
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StartupError):
+            await starting
+        return False
 
-        A mode with a long-lived process exposes `failed`, a future that resolves with a
-        reason when that process dies: the watchdog then has nothing left to serve with, so
-        it turns unhealthy at once and stops without waiting out healthcheck_interval.
+    async def _wait_for_stop(self, failed: asyncio.Future[str] | None) -> str | None:
+        """Wait for a signal, or for the mode to fail (its reason); a signal wins a tie.
+
+        Once shutdown has begun, a mode's failure (http mode's child exiting) no longer
+        matters: the drain goes on for the requests in flight.
         """
-        failed: asyncio.Future[str] | None = getattr(mode, "failed", None)
-        if failed is None:
-            await self._stop.wait()
-            return 0
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
-        if stopping.done() or not failed.done():
-            return 0
-        stopping.cancel()
-        self.log.error(f"fwatchdog: stopping: {failed.result()}")
+        stop = asyncio.ensure_future(self._stop.wait())
+        waits: set[asyncio.Future[object]] = {stop}  # type: ignore[arg-type]
+        if failed is not None:
+            waits.add(failed)  # type: ignore[arg-type]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if stop.done() or failed is None:
+            return None
+        stop.cancel()
+        return failed.result()
+
+    async def _fail(
+        self,
+        reason: str,
+        mode: Mode,
+        router: Router,
+        server: asyncio.Server,
+        state: ServerState,
+    ) -> int:
+        """The mode cannot serve any more (its long-lived process died): unhealthy at once,
+        stop the mode, let requests in flight end, exit 1."""
+        self.log.error(f"fwatchdog: stopping: {reason}")
         self.health.shutting_down = True
         self._remove_lock_file()
-        self._stop_reason = "function failed"
-        self._skip_interval = True
+        server.close()
+        state.closing = True
+        state.close_idle()
+        # Stopping the mode ends what the requests in flight wait for (http mode: the child's
+        # process group), so they get their 502 now rather than at their timeout.
+        await mode.stop()
+        deadline = time.monotonic() + min(self.config.write_timeout, FAIL_GRACE)
+        while router.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        state.close_idle()
+        self.log.error(f"fwatchdog: exiting: {reason}")
         return 1
 
     async def _listen(
@@ -197,8 +237,7 @@ class Watchdog:
         interval = config.healthcheck_interval
         log.info(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
         # Serve on while the orchestrator's probe sees 503 and stops routing to us.
-        if not self._skip_interval:
-            await asyncio.sleep(interval)
+        await asyncio.sleep(interval)
         log.info(f"No new connections allowed, draining: {router.in_flight} requests")
         server.close()
         state.closing = True

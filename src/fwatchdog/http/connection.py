@@ -31,6 +31,7 @@ OnError = Callable[[str], None]
 WRITE_HIGH_WATER = 64 * 1024
 MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
+UPGRADE_BUFFER_LIMIT = 64 * 1024
 
 
 class HeadersTooLargeError(Exception):
@@ -88,6 +89,11 @@ class HttpConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._responding = False
+        # An upgrade request was parsed: what the client sends next is not HTTP; it waits
+        # here until the handler switches protocols (or the connection closes).
+        self._upgraded = False
+        self._upgrade_buffer = bytearray()
+        self._client_eof = False
         self.remote_addr: tuple[str, int] = ("", 0)
 
     # asyncio.Protocol
@@ -103,6 +109,9 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        if self._upgraded:
+            self._hold_for_upgrade(data)
+            return
         if self._in_headers or self._current_body is None or self._current_body.complete:
             # A guard for one endless header line, which httptools buffers without a limit;
             # the exact count of complete headers is kept in on_header.
@@ -112,8 +121,9 @@ class HttpConnection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # an upgrade is answered as a plain request; the rest is not parsed
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded = True
+            self._hold_for_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
             if self._header_bytes > self._limits.max_header_bytes:
                 self._reject(431, "request headers larger than 1 MiB")
@@ -126,6 +136,7 @@ class HttpConnection(asyncio.Protocol):
         A closed and a half-closed socket look the same from here, and a function left
         running for a client that has left would hold its slot until exec_timeout.
         """
+        self._client_eof = True
         body = self._current_body
         if body is not None and not body.complete:
             body.fail(ClientDisconnectedError("client closed the connection mid-body"))
@@ -207,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
             http_version=http_version,
             keep_alive=parser.should_keep_alive(),
             body=body,
+            upgrade=parser.should_upgrade(),
             chunked=chunked,
             content_length=content_length,
             remote_addr=self.remote_addr,
@@ -276,6 +288,35 @@ class HttpConnection(asyncio.Protocol):
     def send_continue(self) -> None:
         if self._transport is not None and not self._closed:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # Upgrades
+    def _hold_for_upgrade(self, data: bytes) -> None:
+        """Keep bytes sent after an upgrade request for the protocol that takes over."""
+        self._upgrade_buffer += data
+        if len(self._upgrade_buffer) > UPGRADE_BUFFER_LIMIT and not self._reading_paused:
+            self._reading_paused = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def switch_protocols(self, head: bytes, protocol: asyncio.Protocol) -> asyncio.Transport:
+        """Send the 101 `head` and hand the connection over to `protocol` for good."""
+        transport = self._transport
+        if not self._upgraded or transport is None or self._closed:
+            raise RuntimeError("switch_protocols: not an upgrade request on an open connection")
+        self._cancel_timers()
+        self._state.connections.discard(self)  # no longer an HTTP connection to drain
+        transport.write(head)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        held, self._upgrade_buffer = bytes(self._upgrade_buffer), bytearray()
+        if held:
+            protocol.data_received(held)
+        if self._client_eof:
+            protocol.eof_received()
+        elif self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        return transport
 
     # WriteControl, for Response
     @property
@@ -372,6 +413,8 @@ class HttpConnection(asyncio.Protocol):
             # The mode did not read the whole body: the next request cannot be found in it.
             body.discard()
             return False
+        if self._upgraded:
+            return False  # the protocol was not switched, and what follows is not HTTP
         return response.keep_alive and not self._state.closing
 
     # Errors, timers, closing

@@ -233,6 +233,8 @@ class Request:
     chunked: bool = False
     content_length: int | None = None
     remote_addr: tuple[str, int] = ("", 0)
+    # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
+    upgrade: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:

@@ -282,6 +282,29 @@ class Response:
         self.finished = True
         self._conn.abort()
 
+    def switch_protocols(
+        self, headers: list[tuple[str, str]], protocol: asyncio.Protocol
+    ) -> asyncio.Transport:
+        """Answer an upgrade request with 101 and hand the client's connection to `protocol`.
+
+        `headers` go out as given (Connection and Upgrade included). From then on the
+        connection is `protocol`'s: it gets `connection_made(transport)`, the bytes the client
+        sent after its request, and every later event; the caller writes to the transport it
+        gets back, and returns from the handler once it is done with it (the connection is
+        closed then). Only for a request with `upgrade` set, before anything was sent.
+        """
+        if self.started:
+            raise RuntimeError("response already started")
+        self.status = 101
+        self.headers = headers
+        self.started = True
+        self.finished = True
+        self.keep_alive = False
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        lines.append("\r\n")
+        return self._conn.switch_protocols("".join(lines).encode("latin-1"), protocol)
+
     def send(
         self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
     ) -> None:

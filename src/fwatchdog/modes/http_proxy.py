@@ -20,6 +20,7 @@ from fwatchdog.child import LongLivedChild
 from fwatchdog.config import Config
 from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration, parse_duration
+from fwatchdog.errors import StartupError
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
@@ -92,8 +93,6 @@ class HttpMode:
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the child and return once the upstream accepts connections."""
-        from fwatchdog.server import StartupError  # the server imports the modes
-
         config, log = self._config, self._log
         try:
             self._child = LongLivedChild.start(
