@@ -59,6 +59,7 @@ class Config:
     combine_output: bool = False
     write_debug: bool = False
     read_debug: bool = False
+    afterburn_processes: int = 1
 
 
 # --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
@@ -86,6 +87,13 @@ def _at_least_zero(text: str) -> int:
     number = _integer(text)
     if number < 0:
         raise ValueError(f"{text!r} is negative; use 0 (no limit) or more")
+    return number
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise ValueError(f"{text!r} is less than 1; use 1 or more")
     return number
 
 
@@ -318,6 +326,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("write_debug", (), "false", "forking modes: log the function's output", _boolean),
     Setting("read_debug", (), "false", "forking modes: log the request body", _boolean),
+    Setting(
+        "afterburn_processes",
+        (),
+        "1",
+        "afterburn mode: copies of fprocess started, each serving one request at a time",
+        _positive,
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -28,4 +28,8 @@ def make_mode(config: Config, log: Log) -> Mode:
         from fwatchdog.modes.serializing import SerializingMode
 
         return SerializingMode(config, log)
+    if config.mode == "afterburn":
+        from fwatchdog.modes.afterburn import AfterburnMode
+
+        return AfterburnMode(config, log)
     raise UnsupportedModeError(f"mode: '{config.mode}' is not implemented yet; use streaming")

@@ -1,0 +1,230 @@
+"""Afterburn mode, end to end: the real watchdog and real long-lived function processes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Watchdog, function
+
+Factory = Callable[..., Watchdog]
+
+RAW = function("ab_raw.py")
+PYTHON = sys.executable
+
+
+def afterburn(factory: Factory, fprocess: str, **settings: str) -> Watchdog:
+    settings.setdefault("exec_timeout", "5s")
+    return factory(mode="afterburn", fprocess=fprocess, **settings)
+
+
+def python_function(name: str) -> str:
+    return f"{PYTHON} {function(name)}"
+
+
+def wait_for_exit(watchdog: Watchdog, timeout: float = 10.0) -> int:
+    return watchdog.process.wait(timeout)
+
+
+# --- the protocol, spoken by hand --------------------------------------------------------------
+
+
+def test_afterburn_relays_request_and_response_through_one_process(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    status, headers, body = watchdog.request("POST", "/echo?x=1", b"hello")
+    assert status == 200
+    assert body == b"POST /echo?x=1 hello"
+    assert headers["Content-Type"] == "text/plain"
+    # The same process answers every request.
+    pids = {watchdog.request("GET", "/pid")[2] for _ in range(5)}
+    assert len(pids) == 1
+
+
+def test_afterburn_always_sends_content_length_even_for_empty_bodies(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    status, headers, body = watchdog.request("GET", "/echo")
+    assert status == 200
+    assert body == b"GET /echo "
+    assert "Content-Length" in headers["X-Header-Names"].split(",")
+
+
+def test_afterburn_dechunks_a_chunked_request_body(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    reply = watchdog.raw(
+        b"POST /chunky HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    )
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert reply.endswith(b"POST /chunky abcdefg")
+    names = next(line for line in reply.split(b"\r\n") if line.startswith(b"X-Header-Names"))
+    assert b"Transfer-Encoding" not in names
+    assert b"Connection" not in names
+    assert b"Content-Length" in names
+
+
+def test_afterburn_relays_status_headers_and_chunked_responses(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    status, headers, body = watchdog.request("GET", "/status/418")
+    assert (status, body, headers["X-Status"]) == (418, b"as asked", "set")
+    status, headers, body = watchdog.request("GET", "/chunked")
+    assert (status, body) == (201, b"hello world")
+    assert headers["Content-Type"] == "text/x-chunks"
+
+
+def test_afterburn_streams_a_chunked_response_as_it_is_written(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    conn = watchdog.connection()
+    conn.request("GET", "/stream")
+    response = conn.getresponse()
+    began = time.monotonic()
+    first = response.read1(100)
+    first_after = time.monotonic() - began
+    rest = response.read()
+    total_after = time.monotonic() - began
+    conn.close()
+    assert first.startswith(b"part 0")
+    assert first + rest == b"part 0part 1part 2"
+    # The first chunk arrives before the function has finished (it pauses 0.3 s per chunk).
+    assert first_after < total_after - 0.3
+
+
+def test_afterburn_head_request_gets_headers_only(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    status, headers, body = watchdog.request("HEAD", "/echo")
+    assert status == 200 and body == b""
+    assert headers["Content-Length"] == str(len(b"GET /echo "))
+    assert watchdog.request("GET", "/echo")[2] == b"GET /echo "
+
+
+def test_afterburn_garbage_output_is_502_and_the_process_replaced(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    before = watchdog.request("GET", "/pid")[2]
+    status, _, body = watchdog.request("GET", "/garbage")
+    assert status == 502
+    assert b"not an HTTP response" in body
+    assert body.count(b"\n") == 1
+    status, _, after = watchdog.request("GET", "/pid")
+    assert status == 200 and after != before
+    assert watchdog.process.poll() is None
+
+
+def test_afterburn_unframed_response_is_502_and_the_process_replaced(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    before = watchdog.request("GET", "/pid")[2]
+    status, _, body = watchdog.request("GET", "/unframed")
+    assert status == 502
+    assert b"neither Content-Length nor Transfer-Encoding" in body
+    status, _, after = watchdog.request("GET", "/pid")
+    assert status == 200 and after != before
+
+
+def test_afterburn_exec_timeout_is_504_kills_and_starts_a_fresh_process(
+    watchdog_factory: Factory,
+):
+    watchdog = afterburn(watchdog_factory, RAW, exec_timeout="500ms")
+    before = int(watchdog.request("GET", "/pid")[2])
+    status, _, body = watchdog.request("GET", "/sleep")
+    assert status == 504
+    assert b"exec_timeout (500ms) exceeded" in body
+    status, _, after = watchdog.request("GET", "/echo")
+    assert (status, after) == (200, b"GET /echo ")
+    assert int(watchdog.request("GET", "/pid")[2]) != before
+    time.sleep(0.2)
+    assert not Path(f"/proc/{before}").exists()  # the timed-out process group is gone
+    assert watchdog.process.poll() is None
+
+
+def test_afterburn_requests_wait_in_order_and_never_interleave(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    results: dict[int, tuple[int, bytes]] = {}
+
+    def send(index: int) -> None:
+        status, _, body = watchdog.request("POST", f"/echo/{index}", b"x" * (index * 1000))
+        results[index] = (status, body)
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    for index in range(8):
+        assert results[index] == (200, f"POST /echo/{index} ".encode() + b"x" * (index * 1000))
+
+
+def test_afterburn_max_inflight_still_answers_429(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW, max_inflight="1")
+    slow = threading.Thread(target=watchdog.request, args=("GET", "/stream"))
+    slow.start()
+    time.sleep(0.2)
+    status, _, _ = watchdog.request("GET", "/echo")
+    slow.join(10)
+    assert status == 429
+
+
+def test_afterburn_process_death_is_502_and_the_watchdog_exits_non_zero(
+    watchdog_factory: Factory,
+):
+    watchdog = afterburn(watchdog_factory, RAW)
+    status, _, body = watchdog.request("GET", "/die")
+    assert status == 502
+    assert b"exit status 3" in body
+    assert wait_for_exit(watchdog) == 1
+    log = watchdog.log()
+    assert "exit status 3" in log
+    assert "dying on purpose" in log
+    assert not watchdog.lock_path.exists()
+
+
+def test_afterburn_fprocess_that_cannot_start_stops_the_watchdog(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, "/nonexistent/function", wait=False)
+    assert wait_for_exit(watchdog) != 0
+    assert "/nonexistent/function" in watchdog.log()
+
+
+def test_afterburn_kills_its_processes_on_sigterm(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW, afterburn_processes="2")
+    pids = set()
+    for _ in range(20):
+        pids.add(int(watchdog.request("GET", "/pid")[2]))
+    assert watchdog.terminate() == 0
+    time.sleep(0.2)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+
+def test_afterburn_processes_serve_requests_side_by_side(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW, afterburn_processes="2")
+    pids: list[bytes] = []
+    bodies: list[bytes] = []
+
+    def slow() -> None:
+        bodies.append(watchdog.request("GET", "/stream")[2])
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    # Both processes are busy for ~0.9 s; a third request waits for one of them.
+    pids.append(watchdog.request("GET", "/pid")[2])
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - began
+    assert bodies == [b"part 0part 1part 2"] * 2
+    # One process would take 1.8 s for the two streams; two take 0.9 s.
+    assert elapsed < 1.6
+    for _ in range(10):
+        pids.append(watchdog.request("GET", "/pid")[2])
+    assert len(set(pids)) == 2
+
+
+def test_afterburn_processes_must_be_a_positive_number(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW, afterburn_processes="0", wait=False)
+    assert wait_for_exit(watchdog) != 0
+    assert "afterburn_processes: '0' is less than 1" in watchdog.log()
