@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -228,3 +229,60 @@ def test_afterburn_processes_must_be_a_positive_number(watchdog_factory: Factory
     watchdog = afterburn(watchdog_factory, RAW, afterburn_processes="0", wait=False)
     assert wait_for_exit(watchdog) != 0
     assert "afterburn_processes: '0' is less than 1" in watchdog.log()
+
+
+# --- the Python client library ------------------------------------------------------------------
+
+SERVE = python_function("ab_lib_serve.py")
+WSGI = python_function("ab_lib_wsgi.py")
+
+
+def test_serve_turns_return_values_into_responses(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, SERVE)
+    status, headers, body = watchdog.request("POST", "/json?a=1&a=2", b"data")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"method": "POST", "query": {"a": ["1", "2"]}, "body": "data"}
+    status, headers, body = watchdog.request("GET", "/bytes")
+    assert body == bytes(range(256))
+    assert headers["Content-Type"] == "application/octet-stream"
+    status, headers, body = watchdog.request("POST", "/", b"world")
+    assert (status, body) == (200, b"hello world")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    status, headers, body = watchdog.request("GET", "/status")
+    assert (status, body, headers["X-Made"], headers["Content-Type"]) == (
+        201,
+        b"made",
+        "yes",
+        "text/x",
+    )
+    assert watchdog.request("GET", "/header", headers={"x-thing": "abc"})[2] == b"abc"
+
+
+def test_serve_print_goes_to_the_log_not_the_response(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, SERVE)
+    assert watchdog.request("POST", "/", b"x")[2] == b"hello x"
+    watchdog.wait_for_log("handler saw POST /")
+
+
+def test_serve_handler_exception_is_500_and_the_loop_goes_on(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, SERVE)
+    pid = watchdog.request("GET", "/pid")[2]
+    status, _, _ = watchdog.request("GET", "/raise")
+    assert status == 500
+    watchdog.wait_for_log("the handler failed on purpose")
+    assert watchdog.request("GET", "/pid")[2] == pid  # same process, still serving
+
+
+def test_serve_wsgi_runs_a_flask_app(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, WSGI)
+    status, headers, body = watchdog.request("POST", "/echo", b"some bytes")
+    assert (status, body, headers["X-Flask"]) == (202, b"some bytes", "yes")
+    status, headers, body = watchdog.request("GET", "/hello/ab?q=x")
+    assert status == 200 and json.loads(body) == {"hello": "ab", "q": "x"}
+    assert headers["Content-Type"] == "application/json"
+    status, _, body = watchdog.request("GET", "/stream")
+    assert (status, body) == (200, b"line 0\nline 1\nline 2\n")
+    assert watchdog.request("GET", "/missing")[0] == 404
+    assert watchdog.request("GET", "/boom")[0] == 500
+    assert watchdog.request("POST", "/echo", b"still")[2] == b"still"
+    watchdog.wait_for_log("flask saw /echo")
