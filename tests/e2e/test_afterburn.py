@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Watchdog, function
+from conftest import ROOT, Watchdog, function
 
 Factory = Callable[..., Watchdog]
 
@@ -286,3 +287,33 @@ def test_serve_wsgi_runs_a_flask_app(watchdog_factory: Factory):
     assert watchdog.request("GET", "/boom")[0] == 500
     assert watchdog.request("POST", "/echo", b"still")[2] == b"still"
     watchdog.wait_for_log("flask saw /echo")
+
+
+# --- functions written for the published clients ------------------------------------------------
+
+NODE = shutil.which("node") or "node"
+
+
+def test_node_example_answers_through_afterburn(watchdog_factory: Factory):
+    example = ROOT / "examples" / "afterburn" / "node" / "index.js"
+    watchdog = afterburn(watchdog_factory, f"{NODE} {example}")
+    status, headers, body = watchdog.request("POST", "/node?x=1", b"from the test")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"method": "POST", "path": "/node", "body": "from the test"}
+    # A bodiless GET still carries `Content-Length: 0` (the client would crash without it),
+    # and a chunked body arrives de-chunked with a length.
+    assert json.loads(watchdog.request("GET", "/")[2])["body"] == ""
+    reply = watchdog.raw(
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"2\r\nab\r\n0\r\n\r\n"
+    )
+    assert reply.endswith(b'"body":"ab"}')
+
+
+def test_python_example_answers_through_afterburn(watchdog_factory: Factory):
+    example = ROOT / "examples" / "afterburn" / "python" / "handler.py"
+    watchdog = afterburn(watchdog_factory, f"{PYTHON} {example}", afterburn_processes="2")
+    assert watchdog.request("GET", "/?name=ab")[2] == b"Hello, ab!\n"
+    status, _, body = watchdog.request("POST", "/", b"12345")
+    assert (status, json.loads(body)) == (201, {"received": 5})
+    watchdog.wait_for_log("greeting ab")
