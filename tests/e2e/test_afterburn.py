@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -317,3 +320,26 @@ def test_python_example_answers_through_afterburn(watchdog_factory: Factory):
     status, _, body = watchdog.request("POST", "/", b"12345")
     assert (status, json.loads(body)) == (201, {"received": 5})
     watchdog.wait_for_log("greeting ab")
+
+
+def test_afterburn_client_leaving_mid_body_gets_a_fresh_process(watchdog_factory: Factory):
+    watchdog = afterburn(watchdog_factory, RAW)
+    before = watchdog.request("GET", "/pid")[2]
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+        time.sleep(0.2)
+    # The function got a head promising 100000 bytes: its stream cannot be reused.
+    status, _, body = watchdog.request("POST", "/echo", b"next", timeout=3)
+    assert (status, body) == (200, b"POST /echo next")
+    assert watchdog.request("GET", "/pid")[2] != before
+
+
+def test_afterburn_processes_is_listed_by_help():
+    done = subprocess.run(
+        [PYTHON, "-m", "fwatchdog", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        timeout=10,
+    )
+    assert "afterburn_processes" in done.stdout + done.stderr

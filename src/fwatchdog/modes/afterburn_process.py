@@ -107,6 +107,8 @@ class AfterburnProcess:
                     feeder = self._loop.create_task(self._stdin.drain())
             else:
                 feeder = self._loop.create_task(self._feed(head, request, length))
+                # A body that fails (client gone, read_timeout) must end the wait at once.
+                feeder.add_done_callback(self._on_feeder_done)
             await self._done
             if feeder is not None and not feeder.done():
                 # The function answered; the body must still enter its stdin completely, or
@@ -126,6 +128,14 @@ class AfterburnProcess:
             self._response = None
             self._done = None
             self._stdout.resume()
+
+    def _on_feeder_done(self, feeder: asyncio.Task[None]) -> None:
+        done = self._done
+        if feeder.cancelled() or done is None or done.done():
+            return
+        error = feeder.exception()
+        if error is not None:
+            done.set_exception(error)
 
     async def _feed(self, head: bytes, request: Request, length: int) -> None:
         stdin = self._stdin
