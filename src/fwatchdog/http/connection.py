@@ -31,6 +31,7 @@ OnError = Callable[[str], None]
 WRITE_HIGH_WATER = 64 * 1024
 MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
+DEADLINE_TICK = 0.1
 UPGRADE_BUFFER_LIMIT = 64 * 1024
 
 
@@ -48,11 +49,33 @@ class Limits:
 
 
 class ServerState:
-    """What all connections of one listener share: live connections, for a graceful stop."""
+    """What all connections of one listener share: live connections, for a graceful stop,
+    and one ticking timer that enforces their read and idle deadlines.
+
+    Arming and cancelling a loop timer twice per request (read, then idle) cost more than
+    the rest of a small request's connection work; a deadline is a float, checked every
+    DEADLINE_TICK seconds, so a timeout fires at most that much late.
+    """
 
     def __init__(self) -> None:
         self.connections: set[HttpConnection] = set()
         self.closing = False
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def add(self, conn: HttpConnection) -> None:
+        self.connections.add(conn)
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(DEADLINE_TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        if not self.connections:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.connections):
+            conn.check_deadlines(now)
+        self._ticker = loop.call_later(DEADLINE_TICK, self._tick)
 
     def close_idle(self) -> None:
         for conn in list(self.connections):
@@ -85,8 +108,8 @@ class HttpConnection(asyncio.Protocol):
         self._writable = True
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._drain_callbacks: list[Callable[[], None]] = []
-        self._read_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._read_deadline = 0.0  # 0: none
+        self._idle_deadline = 0.0
         self._closed = False
         self._responding = False
         # An upgrade request was parsed: what the client sends next is not HTTP; it waits
@@ -103,7 +126,7 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote_addr = (str(peer[0]), int(peer[1]))
-        self._state.connections.add(self)
+        self._state.add(self)
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -168,11 +191,9 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._headers = []
         self._in_headers = True
-        self._cancel_idle_timer()
+        self._idle_deadline = 0.0
         if self._limits.read_timeout > 0:
-            self._read_timer = self._loop.call_later(
-                self._limits.read_timeout, self._on_read_timeout
-            )
+            self._read_deadline = self._loop.time() + self._limits.read_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -238,9 +259,7 @@ class HttpConnection(asyncio.Protocol):
                 self.update_reading()
 
     def on_message_complete(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read_deadline = 0.0
         if self._current_body is not None:
             self._current_body.finish()
 
@@ -427,8 +446,16 @@ class HttpConnection(asyncio.Protocol):
             response.send_text(status, reason)
         self._close()
 
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's ticker: act on a passed read or idle deadline."""
+        if self._read_deadline and now >= self._read_deadline:
+            self._read_deadline = 0.0
+            self._on_read_timeout()
+        if self._idle_deadline and now >= self._idle_deadline:
+            self._idle_deadline = 0.0
+            self._close()
+
     def _on_read_timeout(self) -> None:
-        self._read_timer = None
         if self._in_headers:
             self._reject(408, "read_timeout exceeded while reading the request headers")
             return
@@ -437,20 +464,12 @@ class HttpConnection(asyncio.Protocol):
             body.fail(ReadTimeoutError("read_timeout exceeded while reading the request body"))
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
         if self._limits.idle_timeout > 0 and not self._closed:
-            self._idle_timer = self._loop.call_later(self._limits.idle_timeout, self._close)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+            self._idle_deadline = self._loop.time() + self._limits.idle_timeout
 
     def _cancel_timers(self) -> None:
-        self._cancel_idle_timer()
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._idle_deadline = 0.0
+        self._read_deadline = 0.0
 
     def close_if_idle(self) -> None:
         if self._runner is None and not self._in_headers:
