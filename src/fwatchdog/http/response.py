@@ -180,6 +180,8 @@ class Response:
             lines.append("Connection: close\r\n")
         elif self.keep_alive and self._http10:
             lines.append("Connection: keep-alive\r\n")
+        if self._is_head:
+            self._remaining = 0  # the length is announced, never sent
         lines.append(f"Date: {http_date()}\r\n\r\n")
         return "".join(lines).encode("latin-1")
 
