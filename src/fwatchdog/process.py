@@ -104,26 +104,12 @@ class FunctionProcess:
         ]
         try:
             try:
-                pid = os.posix_spawn(
-                    path,
-                    program.argv,
-                    env,
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=DEFAULT_SIGNALS,
-                )
+                pid = _posix_spawn(path, program.argv, env, actions)
             except FileNotFoundError:
-                path = program.path(refresh=True)
+                path = program.path(refresh=True)  # moved or installed since we looked
                 if path is None:
                     raise
-                pid = os.posix_spawn(
-                    path,
-                    program.argv,
-                    env,
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=DEFAULT_SIGNALS,
-                )
+                pid = _posix_spawn(path, program.argv, env, actions)
         except OSError as error:
             for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
                 os.close(fd)
@@ -221,6 +207,15 @@ class Spawner:
 def _discard_spawned(spawning: asyncio.Future[FunctionProcess]) -> None:
     if not spawning.cancelled() and spawning.exception() is None:
         spawning.result().discard()
+
+
+def _posix_spawn(
+    path: str, argv: list[str], env: Mapping[str, str], actions: list[tuple[int, int, int]]
+) -> int:
+    """posix_spawn in a new session, with the signals Python ignores back at their default."""
+    return os.posix_spawn(
+        path, argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS
+    )
 
 
 def spawn_failure_message(program: str, error: OSError) -> str:
