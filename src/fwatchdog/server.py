@@ -76,6 +76,7 @@ class Watchdog:
         self.health = Health(config.lock_path, config.suppress_lock)
         self.metrics = Metrics()
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._stop_reason = ""
 
     async def serve(self) -> int:
@@ -218,6 +219,10 @@ class Watchdog:
 
     def _on_signal(self, signum: int) -> None:
         if self._stop.is_set():
+            # A second signal (Ctrl-C twice): stop waiting out the interval and the drain.
+            if not self._hurry.is_set():
+                self.log.info(f"{signal.Signals(signum).name} again: exiting without draining")
+                self._hurry.set()
             return
         self._stop_reason = signal.Signals(signum).name
         self.health.shutting_down = True
@@ -237,12 +242,13 @@ class Watchdog:
         interval = config.healthcheck_interval
         log.info(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
         # Serve on while the orchestrator's probe sees 503 and stops routing to us.
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), interval)
         log.info(f"No new connections allowed, draining: {router.in_flight} requests")
         server.close()
         state.closing = True
         state.close_idle()
         deadline = time.monotonic() + config.write_timeout
-        while router.in_flight > 0 and time.monotonic() < deadline:
+        while router.in_flight > 0 and time.monotonic() < deadline and not self._hurry.is_set():
             await asyncio.sleep(0.02)
         state.close_idle()

@@ -212,3 +212,16 @@ def test_signal_with_nothing_in_flight_and_no_interval_exits_0_at_once(
     assert watchdog.process.wait(5) == 0
     assert time.monotonic() - signalled < 1.0
     assert not watchdog.lock_path.exists()
+
+
+def test_second_signal_skips_the_interval_and_exits_0_at_once(watchdog_factory: Factory) -> None:
+    watchdog = watchdog_factory(fprocess="cat", healthcheck_interval="30s")
+    assert wait_until(watchdog.lock_path.exists)
+    watchdog.process.send_signal(signal.SIGTERM)
+    watchdog.wait_for_log("no new connections in 30s")
+    assert watchdog.process.poll() is None  # still serving through the interval
+    hurried = time.monotonic()
+    watchdog.process.send_signal(signal.SIGINT)
+    assert watchdog.process.wait(5) == 0
+    assert time.monotonic() - hurried < 2.0
+    assert "SIGINT again: exiting without draining" in watchdog.log()
