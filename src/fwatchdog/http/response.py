@@ -9,6 +9,7 @@ HEAD responses carry the headers and no body.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +19,9 @@ from fwatchdog.http.request import ClientDisconnectedError
 from fwatchdog.pipes import wait_writable
 
 NO_BODY_STATUSES = frozenset({204, 304})
+# sendfile(2) refuses some files (some file systems, special files): copy those instead.
+SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+COPY_CHUNK = 256 * 1024
 # http.HTTPStatus's phrases, written out: building that enum costs start-up time.
 _REASONS = {
     100: "Continue",
@@ -240,6 +244,8 @@ class Response:
                     await waiter
                     continue
                 except OSError as error:
+                    if error.errno in SENDFILE_UNSUPPORTED:
+                        break  # this file system cannot: copy the rest through Python
                     raise ClientDisconnectedError(f"client went away: {error}") from None
                 if sent == 0:  # the file shrank: the promised length cannot be kept
                     self.keep_alive = False
@@ -249,6 +255,17 @@ class Response:
                 self.bytes_sent += sent
         finally:
             os.close(socket_fd)
+        while count > 0:
+            data = os.pread(file_fd, min(count, COPY_CHUNK), offset)
+            if not data:
+                self.keep_alive = False
+                raise ClientDisconnectedError("file ended before its length")
+            offset += len(data)
+            count -= len(data)
+            self.bytes_sent += len(data)
+            self._conn.write(data)
+            if not self._conn.writable:
+                await self._conn.drain()
         if self._chunked:
             self._conn.write(b"\r\n")
 
