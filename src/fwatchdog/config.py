@@ -60,6 +60,9 @@ class Config:
     write_debug: bool = False
     read_debug: bool = False
     afterburn_processes: int = 1
+    multipart: str = "false"
+    multipart_max_parts: int = 1000
+    multipart_max_fields_size: int = 1024 * 1024
 
 
 # --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
@@ -331,6 +334,29 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "1",
         "afterburn mode: copies of fprocess started, each serving one request at a time",
+        _positive,
+    ),
+    Setting(
+        "multipart",
+        (),
+        "false",
+        "streaming and serializing modes: true decodes a multipart/form-data body before the "
+        "function starts: text fields as Http_Form_<name>, files saved in Http_Form_Dir and "
+        "listed in Http_Form_Files, stdin empty; false passes the body to stdin unchanged",
+        _one_of("false", "true"),
+    ),
+    Setting(
+        "multipart_max_parts",
+        (),
+        "1000",
+        "multipart=true: most parts a form may have; past it 413",
+        _positive,
+    ),
+    Setting(
+        "multipart_max_fields_size",
+        (),
+        "1048576",
+        "multipart=true: most bytes all text fields of a form may hold together; past it 413",
         _positive,
     ),
 )

@@ -24,6 +24,7 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
+from fwatchdog.multipart import Form, FormError, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
@@ -65,6 +66,22 @@ class SerializingMode:
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
         answer = _Answer(request, response, self._config, self._log, started)
+        if form_settings_apply(self._config, request):
+            try:
+                form = await read_form(request, self._config)
+            except ClientDisconnectedError:
+                raise
+            except BodyError as error:
+                answer.fail(500, str(error))
+                return
+            except FormError as error:
+                answer.fail(error.status, str(error))
+                return
+            try:
+                await self._run(request, answer, b"", form)
+            finally:
+                form.close()
+            return
         try:
             body = await request.body.read_all()
         except ClientDisconnectedError:
@@ -72,11 +89,20 @@ class SerializingMode:
         except BodyError as error:
             answer.fail(500, str(error))
             return
+        await self._run(request, answer, body, None)
+
+    async def _run(self, request: Request, answer: _Answer, body: bytes, form: Form | None) -> None:
         config = self._config
         if config.read_debug:
             _log_lines(self._log, "stdin", body, config)
-        stdin_data = MarshalledRequest.encode(request, body) if config.marshal_request else body
-        env = self._environment.build(request, len(stdin_data) if stdin_data else None)
+        if form is not None:  # the body is in the form's variables and files: stdin is empty
+            stdin_data = b""
+            env = self._environment.build(request, 0)
+            env.update(form.environment())
+        else:
+            marshal = config.marshal_request
+            stdin_data = MarshalledRequest.encode(request, body) if marshal else body
+            env = self._environment.build(request, len(stdin_data) if stdin_data else None)
         try:
             if self._program is not self._function and self._function.path() is None:
                 raise SpawnError(spawn_failure_message(self._function.name, FileNotFoundError()))

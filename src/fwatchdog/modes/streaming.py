@@ -20,6 +20,7 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
+from fwatchdog.multipart import FormError, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
@@ -53,6 +54,9 @@ class StreamingMode:
         self._spawner.close()
 
     async def handle(self, request: Request, response: Response) -> None:
+        if form_settings_apply(self._config, request):
+            await self._handle_form(request, response)
+            return
         config = self._config
         body = request.body
         # A small body that has fully arrived goes into stdin before the process starts:
@@ -78,6 +82,36 @@ class StreamingMode:
             await run.until_done()
         finally:
             run.close()
+
+    async def _handle_form(self, request: Request, response: Response) -> None:
+        """multipart=true: the whole form decoded first, then the function, stdin empty."""
+        config = self._config
+        try:
+            form = await read_form(request, config)
+        except ClientDisconnectedError:
+            raise
+        except (BodyError, FormError) as error:
+            status = error.status if isinstance(error, FormError) else 408
+            request.body.discard()
+            self._log.error(f"{request.method} {request.target}: {error}")
+            response.send_text(status, str(error))
+            return
+        try:
+            env = self._environment.build(request, 0)
+            env.update(form.environment())
+            try:
+                process = await self._spawner.spawn(self._program, env, b"")
+            except SpawnError as error:
+                self._log.error(str(error))
+                response.send_text(500, str(error))
+                return
+            run = _Run(process, request, response, config, self._log)
+            try:
+                await run.until_done()
+            finally:
+                run.close()
+        finally:
+            form.close()
 
 
 class _Run:
@@ -276,8 +310,12 @@ class _Run:
 
     def close(self) -> None:
         """Leave nothing behind: process group, pipes, the stdin task."""
-        if self._feeder is not None and not self._feeder.done():
-            self._feeder.cancel()
+        feeder = self._feeder
+        if feeder is not None:
+            if not feeder.done():
+                feeder.cancel()
+            elif not feeder.cancelled():
+                feeder.exception()  # seen: the answer was settled before the body failed
         if self._process.returncode is None:
             self._process.kill()
         if self._stdin is not None:
