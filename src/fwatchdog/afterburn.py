@@ -62,7 +62,7 @@ class Headers(dict[str, str]):
     def __getitem__(self, name: str) -> str:
         return super().__getitem__(name.lower())
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
@@ -196,7 +196,7 @@ def _read_exactly(inp: IO[bytes], length: int) -> bytes:
 
 
 def _read_chunked(inp: IO[bytes]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size_line = inp.readline()
         if not size_line:

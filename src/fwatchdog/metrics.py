@@ -86,7 +86,7 @@ class Metrics:
 
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=False)
-            self._registry.register(self)  # type: ignore[arg-type]
+            self._registry.register(self)
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
     async def handle(self, request: Request, response: Response) -> None:

@@ -121,8 +121,9 @@ class HttpConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
-        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+        self._transport = tcp
+        tcp.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote_addr = (str(peer[0]), int(peer[1]))

@@ -111,6 +111,8 @@ class WriteControl(Protocol):
 
     async def lend_socket(self) -> int: ...
 
+    def switch_protocols(self, head: bytes, protocol: asyncio.Protocol) -> asyncio.Transport: ...
+
 
 class Response:
     """The response to one request; records what was actually sent for logs and metrics."""

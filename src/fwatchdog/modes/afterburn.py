@@ -91,10 +91,11 @@ class AfterburnMode:
                 return
         process = await self._idle.get()
         if process.dead or process.desynced:
-            process = self._replace(process)
-            if process is None:
+            replaced = self._replace(process)
+            if replaced is None:
                 self._refuse(request, response, 502, "afterburn function process is not running")
                 return
+            process = replaced
         returned = False
         try:
             exec_timeout = self._config.exec_timeout

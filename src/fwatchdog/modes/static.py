@@ -300,8 +300,7 @@ class _Outcome:
             headers = [("ETag", validators.etag), ("Last-Modified", validators.last_modified)]
             return cls(304, headers, [], send_body=False)
         if status == 412:
-            length = str(len(PRECONDITION_FAILED))
-            headers = [*TEXT_PLAIN, ("Content-Length", length)]
+            headers = [*TEXT_PLAIN, ("Content-Length", str(len(PRECONDITION_FAILED)))]
             return cls(412, headers, [], tail=PRECONDITION_FAILED)
         headers = facts.headers()
         try:
