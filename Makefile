@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench setup
+.PHONY: run test lint bench bench-quick setup
 
 $(BIN)/fwatchdog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/pip install --quiet mypy && $(BIN)/mypy --strict src
 
+## Every scenario; set REFERENCE_WATCHDOG=/path/to/of-watchdog to compare in the same run.
 bench: setup
 	$(BIN)/python -m benchmarks
+
+## A few seconds per scenario: run before and after a change.
+bench-quick: setup
+	$(BIN)/python -m benchmarks --quick
