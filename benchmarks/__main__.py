@@ -55,9 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of wrk per req/s run (5)")
     parser.add_argument("--stream-bytes", type=parse_size, help="bytes per stream (2GiB)")
     parser.add_argument("--starts", type=int, help="starts per start-time run (10)")
-    parser.add_argument(
-        "--scenarios", help="comma-separated subset of: cat-rps,cat-stream,wc-stream,start,idle-rss"
-    )
+    names = ",".join(scenario.name for scenario in all_scenarios(Options()))
+    parser.add_argument("--scenarios", help=f"comma-separated subset of: {names}")
     parser.add_argument("--output", type=Path, help="JSON report path (benchmarks/results/...)")
     args = parser.parse_args(argv)
     quick = args.quick
