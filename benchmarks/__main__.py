@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.chart import write_chart
 from benchmarks.harness import WatchdogBinary
 from benchmarks.report import (
     OURS,
@@ -209,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     output = args.output or RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    write_json(to_json(all_results, meta), output)
+    document = to_json(all_results, meta)
+    write_json(document, output)
     print(f"\nJSON: {output}")
+    if write_chart(document, output.with_suffix(".png")):
+        print(f"chart: {output.with_suffix('.png')}")
     failed = any(results.failures(label) for results in all_results for label in labels)
     return 1 if failed else 0
 
