@@ -33,6 +33,7 @@ _UNSAFE_ENV_CHARS = re.compile(r"[^A-Za-z0-9_]")
 # C0 controls, DEL and C1 controls; tab and newline too, which would break the Files listing.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MEDIA_TYPE = "multipart/form-data"
+_EXTENDED_FILENAME = re.compile(rb"(?i);\s*filename\*\s*=\s*[A-Za-z0-9_-]*'[^']*'([^;\s]*)")
 
 
 class FormError(Exception):
@@ -247,6 +248,8 @@ class Form:
         if kind != b"form-data" or not name:
             raise FormError(400, "multipart/form-data part without a name")
         filename = options.get(b"filename")
+        if filename is None:
+            filename = _extended_filename(disposition)
         content_type = self._headers.get(b"content-type", b"")
         part = _Part(
             _decode(name),
@@ -331,6 +334,16 @@ class Form:
             counter += 1
         self._saved.add(name)
         part.saved_name = name
+
+
+def _extended_filename(disposition: bytes) -> bytes | None:
+    """RFC 5987's `filename*=UTF-8''r%C3%A9sum%C3%A9.pdf`, which python-multipart ignores."""
+    match = _EXTENDED_FILENAME.search(disposition)
+    if match is None:
+        return None
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(match.group(1))
 
 
 def _write_all(fd: int, data: memoryview) -> None:

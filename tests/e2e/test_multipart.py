@@ -226,6 +226,17 @@ def test_a_text_field_over_64_kib_is_saved_as_a_file(watchdog_factory: Factory) 
     assert result["env"]["Http_Form_Files"] == "big\tbig\ttext/plain\t\n"
 
 
+def test_an_rfc_5987_filename_is_decoded(watchdog_factory: Factory) -> None:
+    watchdog = start(watchdog_factory, "serializing")
+    part = (
+        b'Content-Disposition: form-data; name="doc"; '
+        b"filename*=UTF-8''r%C3%A9sum%C3%A9%2F..%2Fx.pdf\r\n\r\nPDF"
+    )
+    result = report(watchdog, form(part))
+    assert result["files"] == {"x.pdf": {"size": 3, "sha256": sha256(b"PDF")}}
+    assert result["env"]["Http_Form_Files"] == "doc\tx.pdf\t\tr\u00e9sum\u00e9/../x.pdf\n"
+
+
 # --- the directory is removed whatever the outcome ------------------------------------------------
 
 
@@ -355,3 +366,52 @@ def test_multipart_setting_rejects_unknown_values(watchdog_factory: Factory) -> 
     watchdog = watchdog_factory(wait=False, fprocess="cat", multipart="yes")
     assert watchdog.process.wait(10) != 0
     assert "multipart: 'yes' is not one of false, true" in watchdog.log()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_directory_removed_when_the_client_leaves_while_the_function_runs(
+    watchdog_factory: Factory, mode: str
+) -> None:
+    watchdog = start(watchdog_factory, mode, exec_timeout="10s")
+    body = form(file_part(b"f", b"a.bin", b"x" * 1000))
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Sleep: 2\r\n"
+        f"Content-Type: {FORM_TYPE}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        wait_until(lambda: (watchdog.tmpdir / "form-dir-seen").exists())
+        assert seen_dir(watchdog).is_dir()
+    # At the latest when the function ends by itself.
+    wait_until(lambda: form_dirs(watchdog) == [], timeout=8)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+GIB = 1024**3
+
+
+def test_a_2_gib_file_part_streams_to_disk_in_constant_memory(watchdog_factory: Factory) -> None:
+    watchdog = watchdog_factory(
+        fprocess=function("form_sizes.sh"), mode="streaming", multipart="true", exec_timeout="60s"
+    )
+    start_of_form = b"--" + BOUNDARY + b"\r\n" + file_part(b"video", b"big.mp4", b"")
+    end_of_form = b"\r\n--" + BOUNDARY + b"--\r\n"
+    length = len(start_of_form) + 2 * GIB + len(end_of_form)
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: {FORM_TYPE}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    block = bytes(range(256)) * 4096  # 1 MiB
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=30) as sock:
+        sock.sendall(head + start_of_form)
+        for _ in range(2 * 1024):
+            sock.sendall(block)
+        sock.sendall(end_of_form)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert f"{2 * GIB} big.mp4".encode() in answer
+    assert watchdog.vmhwm_kib() < 40 * 1024
+    assert form_dirs(watchdog) == []
