@@ -42,7 +42,7 @@ class LongLivedChild:
         log_buffer_size: int,
     ) -> LongLivedChild:
         """Spawn the child; raises process.SpawnError naming the program when it cannot run."""
-        process = FunctionProcess.spawn(Program(argv), env)
+        process = FunctionProcess.spawn(Program(argv), env, die_with_watchdog=True)
         outputs = [
             forward_to_log(fd, log, name, prefix_logs, log_buffer_size)
             for fd, name in ((process.stdout_fd, "stdout"), (process.stderr_fd, "stderr"))

@@ -14,12 +14,14 @@ import fcntl
 import os
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from fwatchdog.logs import LineSplitter, Log
 from fwatchdog.pipes import PipeReader, enlarge_pipe
 
+PR_SET_PDEATHSIG = 1
 STDIN_PREFILL_MAX = 64 * 1024  # a new pipe holds 64 KiB: writing this much never blocks
 # Python ignores SIGPIPE (and SIGXFSZ); a function must get the defaults, as with Popen.
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -77,7 +79,11 @@ class FunctionProcess:
 
     @classmethod
     def spawn(
-        cls, program: Program, env: Mapping[str, str], stdin_data: bytes | None = None
+        cls,
+        program: Program,
+        env: Mapping[str, str],
+        stdin_data: bytes | None = None,
+        die_with_watchdog: bool = False,
     ) -> FunctionProcess:
         """Start the program with three pipes; raises SpawnError with a message for the client.
 
@@ -85,7 +91,9 @@ class FunctionProcess:
         kill the whole group. Our ends of the pipes are plain non-blocking descriptors that
         we own; every other descriptor of ours is close-on-exec. With `stdin_data` (at most
         STDIN_PREFILL_MAX bytes: a whole small body), stdin is filled and closed before the
-        process starts, and `stdin_fd` is -1.
+        process starts, and `stdin_fd` is -1. With `die_with_watchdog` (long-lived processes)
+        the kernel kills the process if the watchdog itself dies, even by SIGKILL: in its own
+        session nothing else would ever stop it.
         """
         path = program.path()
         if path is None:
@@ -102,14 +110,15 @@ class FunctionProcess:
             (os.POSIX_SPAWN_DUP2, stdout_w, 1),
             (os.POSIX_SPAWN_DUP2, stderr_w, 2),
         ]
+        start = _fork_exec_dying_with_parent if die_with_watchdog else _posix_spawn
         try:
             try:
-                pid = _posix_spawn(path, program.argv, env, actions)
+                pid = start(path, program.argv, env, actions)
             except FileNotFoundError:
                 path = program.path(refresh=True)  # moved or installed since we looked
                 if path is None:
                     raise
-                pid = _posix_spawn(path, program.argv, env, actions)
+                pid = start(path, program.argv, env, actions)
         except OSError as error:
             for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
                 os.close(fd)
@@ -216,6 +225,43 @@ def _posix_spawn(
     return os.posix_spawn(
         path, argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS
     )
+
+
+def _fork_exec_dying_with_parent(
+    path: str, argv: list[str], env: Mapping[str, str], actions: list[tuple[int, int, int]]
+) -> int:
+    """Like `_posix_spawn`, through fork so the child can ask for PR_SET_PDEATHSIG first.
+
+    Slower than posix_spawn (a real fork), which is fine for a process started once.
+    """
+    stdin_fd, stdout_fd, stderr_fd = (source for _, source, _ in actions)
+    popen = subprocess.Popen(
+        argv,
+        executable=path,
+        stdin=stdin_fd,
+        stdout=stdout_fd,
+        stderr=stderr_fd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+    # We reap it through a pidfd; a Popen left with no returncode would try to reap it too.
+    popen.returncode = 0
+    return popen.pid
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """The child side of PR_SET_PDEATHSIG: SIGKILL when the watchdog dies."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_child() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the watchdog died before the prctl
+            os._exit(1)
+
+    return in_child
 
 
 def spawn_failure_message(program: str, error: OSError) -> str:

@@ -761,3 +761,11 @@ def test_child_exiting_during_the_drain_does_not_cut_requests_in_flight(
     assert received.startswith(b"HTTP/1.1 200 ")
     assert watchdog.process.wait(10) == 0
     assert process_gone(server_pid)
+
+
+def test_child_dies_with_a_sigkilled_watchdog(http_factory: Factory) -> None:
+    watchdog = start_http(http_factory)
+    pid = child_pid(watchdog)
+    watchdog.process.kill()  # no chance to stop the child itself
+    watchdog.process.wait(5)
+    assert wait_until(lambda: process_gone(pid), timeout=5), "the child outlived the watchdog"

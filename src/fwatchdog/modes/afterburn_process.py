@@ -70,7 +70,9 @@ class AfterburnProcess:
         cls, program: Program, env: Mapping[str, str], log: Log, prefix_logs: bool, line_max: int
     ) -> AfterburnProcess:
         """Start the program; raises process.SpawnError naming it when it cannot run."""
-        return cls(FunctionProcess.spawn(program, env), log, prefix_logs, line_max)
+        return cls(
+            FunctionProcess.spawn(program, env, die_with_watchdog=True), log, prefix_logs, line_max
+        )
 
     @property
     def pid(self) -> int:
