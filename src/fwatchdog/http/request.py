@@ -53,7 +53,6 @@ class RequestBody:
         "_waiter",
         "buffered",
         "complete",
-        "consumed_all",
         "content_length",
         "discarding",
         "expect_continue",
@@ -73,7 +72,6 @@ class RequestBody:
         self.buffered = 0
         self.received = 0
         self.complete = False
-        self.consumed_all = False
         self.discarding = False
         self.expect_continue = expect_continue
         self.content_length = content_length
@@ -115,7 +113,6 @@ class RequestBody:
             if self._error is not None:
                 raise self._error
             if self.complete:
-                self.consumed_all = True
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -205,7 +202,6 @@ class RequestBody:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.buffered = 0
-        self.consumed_all = True
         self.expect_continue = False
         return data
 
