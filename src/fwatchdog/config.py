@@ -342,8 +342,10 @@ SETTINGS: tuple[Setting, ...] = (
         "false",
         "streaming and serializing modes: true decodes a multipart/form-data body before the "
         "function starts: text fields as Http_Form_<name>, files saved in Http_Form_Dir and "
-        "listed in Http_Form_Files, stdin empty; false passes the body to stdin unchanged",
-        _one_of("false", "true"),
+        "listed in Http_Form_Files, stdin empty; stream (streaming mode): the function starts "
+        "when the first file part begins, that part streamed to stdin; false passes the body "
+        "to stdin unchanged",
+        _one_of("false", "true", "stream"),
     ),
     Setting(
         "multipart_max_parts",
@@ -413,6 +415,11 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> No
         raise ConfigError(
             f"metrics_port: {values['metrics_port']} is also the port for requests; "
             "give metrics_port and port different numbers"
+        )
+    if values["multipart"] == "stream" and values["mode"] != "streaming":
+        raise ConfigError(
+            f"multipart: 'stream' needs mode=streaming (mode is {values['mode']}); "
+            "use multipart=true"
         )
     # The URL is checked only in http mode: functions inherit the environment and may well use a
     # variable called upstream_url for their own purposes.

@@ -141,7 +141,14 @@ class _Part:
 class Form:
     """One request's form as it is decoded: `feed()` chunks, `finish()`, then `environment()`."""
 
-    def __init__(self, content_type: str, *, max_parts: int, max_fields_size: int) -> None:
+    def __init__(
+        self,
+        content_type: str,
+        *,
+        max_parts: int,
+        max_fields_size: int,
+        stream_first_file: bool = False,
+    ) -> None:
         from python_multipart.multipart import MultipartParser, parse_options_header
 
         self._parse_options = parse_options_header
@@ -161,6 +168,11 @@ class Form:
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
+        # multipart=stream: the first file part goes to stdin instead of a file.
+        self._stream_first_file = stream_first_file
+        self._stdin_part: _Part | None = None
+        self._stdin_pending: list[memoryview] = []
+        self.stream_environment: dict[str, str] | None = None
         self.directory = ""
         callbacks: Any = {
             "on_part_begin": self._on_part_begin,
@@ -199,6 +211,17 @@ class Form:
             raise FormError(400, "multipart/form-data cut off before its closing boundary")
 
     # --- output ------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Whether the closing boundary has been read."""
+        return self._ended
+
+    def take_stdin(self) -> list[memoryview]:
+        """multipart=stream: the streamed part's bytes decoded since the last call."""
+        pending = self._stdin_pending
+        self._stdin_pending = []
+        return pending
 
     def environment(self) -> dict[str, str]:
         """`Http_Form_*` variables for the function (Dir and Files win over fields so named)."""
@@ -257,12 +280,22 @@ class Form:
             _decode(content_type) if content_type else "",
         )
         self._part = part
-        if part.is_file:
+        if part.is_file and self._stream_first_file and self._stdin_part is None:
+            self._stdin_part = part
+            env = self.environment()
+            env["Http_Form_File_Field"] = _listing_text(part.field)
+            env["Http_Form_File_Name"] = _listing_text(part.filename or "")
+            env["Http_Form_File_Content_Type"] = _listing_text(part.content_type)
+            self.stream_environment = env
+        elif part.is_file:
             self._open_file(part)
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
         assert part is not None
+        if part is self._stdin_part:
+            self._stdin_pending.append(memoryview(data)[start:end])
+            return
         if part.fd >= 0:
             _write_all(part.fd, memoryview(data)[start:end])
             return
@@ -274,6 +307,8 @@ class Form:
         part = self._part
         assert part is not None
         self._part = None
+        if part is self._stdin_part:
+            return
         if not part.is_file and b"\0" in part.text:
             self._spill(part)
         if part.fd >= 0:

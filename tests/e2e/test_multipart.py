@@ -365,7 +365,13 @@ def test_multipart_off_by_default_passes_the_form_to_stdin(
 def test_multipart_setting_rejects_unknown_values(watchdog_factory: Factory) -> None:
     watchdog = watchdog_factory(wait=False, fprocess="cat", multipart="yes")
     assert watchdog.process.wait(10) != 0
-    assert "multipart: 'yes' is not one of false, true" in watchdog.log()
+    assert "multipart: 'yes' is not one of false, true, stream" in watchdog.log()
+
+
+def test_multipart_stream_needs_streaming_mode(watchdog_factory: Factory) -> None:
+    watchdog = watchdog_factory(wait=False, fprocess="cat", mode="serializing", multipart="stream")
+    assert watchdog.process.wait(10) != 0
+    assert "multipart: 'stream' needs mode=streaming" in watchdog.log()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -391,9 +397,19 @@ def test_directory_removed_when_the_client_leaves_while_the_function_runs(
 GIB = 1024**3
 
 
-def test_a_2_gib_file_part_streams_to_disk_in_constant_memory(watchdog_factory: Factory) -> None:
+@pytest.mark.parametrize(
+    ("multipart", "fprocess", "expected"),
+    [
+        ("true", function("form_sizes.sh"), f"{2 * GIB} big.mp4"),  # saved to disk
+        ("stream", "wc -c", f"{2 * GIB}\n"),  # streamed into stdin
+    ],
+    ids=["true", "stream"],
+)
+def test_a_2_gib_file_part_is_decoded_in_constant_memory(
+    watchdog_factory: Factory, multipart: str, fprocess: str, expected: str
+) -> None:
     watchdog = watchdog_factory(
-        fprocess=function("form_sizes.sh"), mode="streaming", multipart="true", exec_timeout="60s"
+        fprocess=fprocess, mode="streaming", multipart=multipart, exec_timeout="60s"
     )
     start_of_form = b"--" + BOUNDARY + b"\r\n" + file_part(b"video", b"big.mp4", b"")
     end_of_form = b"\r\n--" + BOUNDARY + b"--\r\n"
@@ -412,6 +428,108 @@ def test_a_2_gib_file_part_streams_to_disk_in_constant_memory(watchdog_factory: 
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
-    assert f"{2 * GIB} big.mp4".encode() in answer
+    assert expected.encode() in answer
     assert watchdog.vmhwm_kib() < 40 * 1024
     assert form_dirs(watchdog) == []
+
+
+# --- multipart=stream -----------------------------------------------------------------------------
+
+
+def start_stream(factory: Factory, **settings: str) -> Watchdog:
+    return factory(
+        fprocess=function("form_stream.sh"), mode="streaming", multipart="stream", **settings
+    )
+
+
+def test_stream_sends_the_first_file_part_to_stdin_and_saves_later_parts(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_stream(watchdog_factory)
+    first = b"\r\n--" + BOUNDARY[:-1] + b"\r\n" + bytes(range(256)) * 1200
+    second = b"second file" * 1000
+    body = form(
+        text_part(b"title", b"holiday"),
+        file_part(b"video", b"../clip.mp4", first, b"video/mp4"),
+        text_part(b"after", b"late"),
+        file_part(b"thumb", b"thumb.png", second, b"image/png"),
+    )
+    status, answer = post_form(watchdog, body)
+    assert status == 200, answer
+    lines = answer.decode().splitlines()
+    assert lines[0] == (
+        "started field=video name=../clip.mp4 type=video/mp4 title=holiday after=unset"
+    )
+    assert lines[1] == "content_length=unset"
+    assert lines[2] == f"stdin {sha256(first)}"
+    assert lines[3:] == [f"file thumb.png {sha256(second)}"]
+    wait_until(lambda: form_dirs(watchdog) == [])
+
+
+def test_stream_starts_the_function_before_the_form_has_arrived(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_stream(watchdog_factory)
+    start_of_form = form(text_part(b"title", b"t"))[: -len(BOUNDARY) - 6]  # no closing boundary
+    start_of_form += b"--" + BOUNDARY + b"\r\n" + file_part(b"f", b"a.bin", b"x" * 1000)
+    rest = b"y" * 1000 + b"\r\n--" + BOUNDARY + b"--\r\n"
+    length = len(start_of_form) + len(rest)
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: {FORM_TYPE}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(head + start_of_form)
+        answer = b""
+        while b"started" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        sock.sendall(rest)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert sha256(b"x" * 1000 + b"y" * 1000).encode() in answer
+
+
+def test_stream_form_cut_off_kills_the_function_and_answers_400(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(fprocess="sha256sum", mode="streaming", multipart="stream")
+    body = form(file_part(b"a", b"a.bin", b"a" * 5000), file_part(b"b", b"b.bin", b"b" * 5000))
+    status, answer = post_form(watchdog, body[:-40])
+    assert status == 400, answer
+    assert b"cut off" in answer
+    wait_until(lambda: form_dirs(watchdog) == [])
+
+
+def test_stream_without_a_file_part_runs_like_multipart_true(watchdog_factory: Factory) -> None:
+    watchdog = start_stream(watchdog_factory)
+    status, answer = post_form(watchdog, form(text_part(b"title", b"only text")))
+    assert status == 200, answer
+    lines = answer.decode().splitlines()
+    assert lines[0] == "started field= name= type= title=only text after=unset"
+    assert lines[1] == "content_length=0"
+    assert lines[2] == f"stdin {sha256(b'')}"
+    assert form_dirs(watchdog) == []
+
+
+def test_stream_client_leaving_mid_form_kills_the_function_and_removes_the_directory(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = start_stream(watchdog_factory)
+    start_of_form = (
+        b"--" + BOUNDARY + b"\r\n" + file_part(b"a", b"a.bin", b"a" * 1000) + b"\r\n"
+        b"--" + BOUNDARY + b"\r\n" + file_part(b"b", b"b.bin", b"b" * 100_000)
+    )
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: {FORM_TYPE}\r\nContent-Length: 10000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(head + start_of_form)
+        wait_until(lambda: any(d.glob("b.bin") for d in form_dirs(watchdog)))
+    wait_until(lambda: form_dirs(watchdog) == [])
+    # Killed while waiting for stdin's end: it never got to list the directory.
+    time.sleep(0.2)
+    assert not (watchdog.tmpdir / "form-dir-seen").exists()

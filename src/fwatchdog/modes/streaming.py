@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.cgi_response import CgiHead, CgiHeaderError, CgiHeaderParser
@@ -20,7 +22,7 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
-from fwatchdog.multipart import FormError, form_settings_apply, read_form
+from fwatchdog.multipart import Form, FormError, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
@@ -55,7 +57,10 @@ class StreamingMode:
 
     async def handle(self, request: Request, response: Response) -> None:
         if form_settings_apply(self._config, request):
-            await self._handle_form(request, response)
+            if self._config.multipart == "stream":
+                await self._handle_form_stream(request, response)
+            else:
+                await self._handle_form(request, response)
             return
         config = self._config
         body = request.body
@@ -91,10 +96,7 @@ class StreamingMode:
         except ClientDisconnectedError:
             raise
         except (BodyError, FormError) as error:
-            status = error.status if isinstance(error, FormError) else 408
-            request.body.discard()
-            self._log.error(f"{request.method} {request.target}: {error}")
-            response.send_text(status, str(error))
+            self._refuse_form(request, response, error)
             return
         try:
             env = self._environment.build(request, 0)
@@ -113,6 +115,73 @@ class StreamingMode:
         finally:
             form.close()
 
+    async def _handle_form_stream(self, request: Request, response: Response) -> None:
+        """multipart=stream: the function starts as the first file part begins, fed by it."""
+        config = self._config
+        body = request.body
+        try:
+            form = Form(
+                request.header("content-type") or "",
+                max_parts=config.multipart_max_parts,
+                max_fields_size=config.multipart_max_fields_size,
+                stream_first_file=True,
+            )
+        except FormError as error:
+            self._refuse_form(request, response, error)
+            return
+        try:
+            try:
+                while form.stream_environment is None:
+                    chunk = await body.read()
+                    if not chunk:
+                        form.finish()
+                        break
+                    form.feed(chunk)
+            except OSError as error:
+                raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
+        except ClientDisconnectedError:
+            form.close()
+            raise
+        except (BodyError, FormError) as error:
+            form.close()
+            self._refuse_form(request, response, error)
+            return
+        try:
+            env = self._environment.build(request, 0)
+            if form.stream_environment is None:  # no file part: as multipart=true
+                env.update(form.environment())
+                stdin: bytes | None = b""
+            else:
+                env.update(form.stream_environment)
+                del env["CONTENT_LENGTH"]  # that part's length is not known in advance
+                stdin = None
+            try:
+                process = await self._spawner.spawn(self._program, env, stdin)
+            except SpawnError as error:
+                body.discard()
+                self._log.error(str(error))
+                response.send_text(500, str(error))
+                return
+
+            async def feed(pipe: PipeWriter) -> None:
+                await _feed_form(form, body, pipe, process)
+
+            run = _Run(process, request, response, config, self._log, feed_stdin=feed)
+            try:
+                await run.until_done()
+            finally:
+                run.close()
+        finally:
+            form.close()
+
+    def _refuse_form(
+        self, request: Request, response: Response, error: BodyError | FormError
+    ) -> None:
+        status = error.status if isinstance(error, FormError) else 408
+        request.body.discard()
+        self._log.error(f"{request.method} {request.target}: {error}")
+        response.send_text(status, str(error))
+
 
 class _Run:
     """One request's process and the three pumps around it."""
@@ -125,6 +194,7 @@ class _Run:
         config: Config,
         log: Log,
         marshal: MarshalledRequest | None = None,
+        feed_stdin: Callable[[PipeWriter], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._process = process
         self._marshal = marshal
@@ -151,7 +221,12 @@ class _Run:
         self._feeder: asyncio.Task[None] | None = None
         if process.stdin_fd >= 0:
             self._stdin = PipeWriter(process.stdin_fd)
-            self._feeder = self._loop.create_task(self._feed_stdin(self._stdin, request.body))
+            feeding = (
+                feed_stdin(self._stdin)
+                if feed_stdin is not None
+                else self._feed_stdin(self._stdin, request.body)
+            )
+            self._feeder = self._loop.create_task(feeding)
         self._exited = process.wait()
         self._stdout.start()
 
@@ -283,10 +358,10 @@ class _Run:
             return
         except ClientDisconnectedError:
             raise
-        except BodyError as error:
+        except (BodyError, FormError) as error:
             self._process.kill()
             await self._drain_output()
-            self._fail(408, str(error))
+            self._fail(error.status if isinstance(error, FormError) else 408, str(error))
             return
         if returncode != 0:
             self._fail(500, describe_exit(returncode))
@@ -322,6 +397,34 @@ class _Run:
             self._stdin.close()
         self._stdout.close()
         # stderr closes by itself at EOF, so that the last lines are still logged.
+
+
+async def _feed_form(
+    form: Form, body: RequestBody, stdin: PipeWriter, process: FunctionProcess
+) -> None:
+    """multipart=stream: the streamed part into stdin, later parts to disk, then EOF.
+
+    stdin closes only once the whole form has been read, so a function that reads it to the
+    end finds every later part in its directory. A bad form kills the function first: a cut-off
+    upload must never look like a whole one.
+    """
+    try:
+        try:
+            while True:
+                for data in form.take_stdin():
+                    if not stdin.broken and not stdin.write(data):
+                        await stdin.drain()
+                chunk = await body.read()
+                if not chunk:
+                    form.finish()
+                    break
+                form.feed(chunk)
+        except OSError as error:
+            raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
+    except (BodyError, FormError):
+        process.kill()
+        raise
+    stdin.close()
 
 
 def _debug_log(log: Log, stream_name: str, config: Config) -> LineSplitter:
