@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -533,3 +534,71 @@ def test_stream_client_leaving_mid_form_kills_the_function_and_removes_the_direc
     # Killed while waiting for stdin's end: it never got to list the directory.
     time.sleep(0.2)
     assert not (watchdog.tmpdir / "form-dir-seen").exists()
+
+
+# --- the example: an HTML form served in static mode, posted the way a browser does ---------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "multipart_upload"
+
+
+class _FormFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.form: dict[str, str] = {}
+        self.inputs: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.form = values
+        elif tag == "input":
+            self.inputs.append((values.get("name", ""), values.get("type", "text")))
+
+
+def test_example_upload_page_posts_a_form_the_hash_function_reads(
+    watchdog_factory: Factory,
+) -> None:
+    page = watchdog_factory(mode="static", static_path=str(EXAMPLE / "public"))
+    hasher = watchdog_factory(
+        mode="streaming",
+        multipart="true",
+        fprocess=f"{sys.executable} {EXAMPLE / 'hash.py'}",
+        content_type="text/plain; charset=utf-8",
+    )
+    status, _, html = page.request("GET", "/")
+    assert status == 200
+    finder = _FormFinder()
+    finder.feed(html.decode())
+    assert finder.form["method"] == "post"
+    assert finder.form["enctype"] == "multipart/form-data"
+    assert finder.inputs == [("title", "text"), ("file", "file")]
+    # What Chrome sends for that form: its boundary style, a quoted filename, the file's type.
+    boundary = b"----WebKitFormBoundaryq3UsPZ3xgyH4Z2kQ"
+    photo = bytes(range(256)) * 1000
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="title"\r\n\r\n'
+        b"Summer \xe2\x98\x80\r\n"
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="beach photo.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n"
+        b"--" + boundary + b"--\r\n"
+    )
+    conn = hasher.connection()
+    try:
+        conn.request(
+            "POST",
+            finder.form["action"],
+            body=body,
+            headers={"Content-Type": "multipart/form-data; boundary=" + boundary.decode()},
+        )
+        response = conn.getresponse()
+        answer = response.read().decode()
+    finally:
+        conn.close()
+    assert response.status == 200, answer
+    assert answer == (
+        "title: Summer \u2600\n"
+        f"file: beach photo.jpg (image/jpeg, {len(photo)} bytes) sha256={sha256(photo)}\n"
+    )
+    assert form_dirs(hasher) == []
