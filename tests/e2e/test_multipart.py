@@ -217,6 +217,16 @@ def test_hostile_filenames_never_write_outside_the_form_directory(
     assert after - before - {watchdog.lock_path} == {watchdog.tmpdir / "form-dir-seen"}
 
 
+def test_a_filename_that_is_not_utf_8_keeps_its_bytes(watchdog_factory: Factory) -> None:
+    watchdog = start(watchdog_factory, "streaming")
+    result = report(watchdog, form(file_part(b"f", b"caf\xe9.txt", b"latin-1")))
+    # The function sees the exact bytes (Python: surrogate escapes), on disk and in the listing.
+    assert list(result["files"]) == ["caf\udce9.txt"]
+    assert result["env"]["Http_Form_Files"] == (
+        "f\tcaf\udce9.txt\tapplication/octet-stream\tcaf\udce9.txt\n"
+    )
+
+
 def test_a_text_field_over_64_kib_is_saved_as_a_file(watchdog_factory: Factory) -> None:
     watchdog = start(watchdog_factory, "streaming")
     big = b"z" * (64 * 1024 + 1)
