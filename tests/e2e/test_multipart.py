@@ -381,6 +381,22 @@ def test_multipart_off_by_default_passes_the_form_to_stdin(
     assert "Http_Form_Dir" not in result["env"]
 
 
+def test_afterburn_mode_passes_a_form_through_unchanged_with_multipart_true(
+    watchdog_factory: Factory,
+) -> None:
+    # ab_raw.py echoes method, target and body: the function parses the form itself.
+    watchdog = watchdog_factory(
+        mode="afterburn",
+        fprocess=f"{sys.executable} {function('ab_raw.py')}",
+        multipart="true",
+        exec_timeout="5s",
+    )
+    status, answer = post_form(watchdog, GOOD)
+    assert status == 200, answer
+    assert answer.endswith(GOOD)
+    assert form_dirs(watchdog) == []
+
+
 def test_multipart_setting_rejects_unknown_values(watchdog_factory: Factory) -> None:
     watchdog = watchdog_factory(wait=False, fprocess="cat", multipart="yes")
     assert watchdog.process.wait(10) != 0
