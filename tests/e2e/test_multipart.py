@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Watchdog, function
+from conftest import Watchdog, free_port, function
 
 Factory = Callable[..., Watchdog]
 
@@ -636,3 +636,35 @@ def test_example_upload_page_posts_a_form_the_hash_function_reads(
         f"file: beach photo.jpg (image/jpeg, {len(photo)} bytes) sha256={sha256(photo)}\n"
     )
     wait_until(lambda: form_dirs(hasher) == [])
+
+
+def test_http_mode_passes_a_form_through_unchanged_with_multipart_true(
+    watchdog_factory: Factory,
+) -> None:
+    # The upstream's /echo reports the body it received: the form, byte for byte.
+    upstream_port = free_port()
+    watchdog = watchdog_factory(
+        mode="http",
+        fprocess=f"{sys.executable} {function('httpmode_server.py')}",
+        upstream_url=f"http://127.0.0.1:{upstream_port}",
+        UPSTREAM_PORT=str(upstream_port),
+        multipart="true",
+        exec_timeout="5s",
+    )
+    deadline = time.monotonic() + 10
+    while watchdog.request("GET", "/_/health")[0] != 200:
+        assert time.monotonic() < deadline, watchdog.log()
+        time.sleep(0.05)
+    conn = watchdog.connection(timeout=20)
+    try:
+        conn.putrequest("POST", "/echo", skip_accept_encoding=True)
+        conn.putheader("Content-Type", FORM_TYPE)
+        conn.putheader("Content-Length", str(len(GOOD)))
+        conn.endheaders(GOOD)
+        response = conn.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        conn.close()
+    assert status == 200, answer
+    assert json.loads(answer)["body"].encode("latin-1") == GOOD
+    assert form_dirs(watchdog) == []
