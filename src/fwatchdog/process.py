@@ -183,8 +183,8 @@ class Spawner:
     posix_spawn blocks its thread until the child has exec'd, and on a busy machine that
     includes waiting for the child to be scheduled; on worker threads (the call releases the
     GIL) spawns and the loop's I/O overlap. But every GIL hand-over costs the loop too, and
-    measurements here disagree with each other under load (see benchmarks/), so the loop
-    thread is the default and `threads` a knob for measuring.
+    measurements here disagree with each other under load, so the loop thread is the
+    default and the `spawn_threads` setting the knob.
     """
 
     def __init__(self, threads: int = 0) -> None:

@@ -488,3 +488,16 @@ def test_streaming_json_log_every_line_is_an_object_with_request_fields(
     assert request_line["bytes"] == 5
     assert isinstance(request_line["seconds"], float)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", request_line["time"])
+
+
+def test_streaming_with_spawn_threads_starts_functions_on_worker_threads(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(fprocess="cat", spawn_threads="2")
+    for index in range(20):
+        body = f"request {index}".encode()
+        assert watchdog.request("POST", "/", body=body)[::2] == (200, body)
+    missing = watchdog_factory(fprocess="/nonexistent/fn", spawn_threads="2")
+    status, _, answer = missing.request("POST", "/", body=b"x")
+    assert status == 500
+    assert b"/nonexistent/fn" in answer

@@ -13,7 +13,6 @@ the `exec: "name": ...` line for a program that cannot start, all as 500.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from fwatchdog.cgi import EnvironmentBuilder
@@ -54,8 +53,7 @@ class SerializingMode:
         else:
             self._program = self._function
         self._environment = EnvironmentBuilder.from_config(config)
-        # The same measuring knob as streaming mode: worker threads for posix_spawn.
-        self._spawner = Spawner(int(os.environ.get("FWATCHDOG_SPAWN_THREADS", "0")))
+        self._spawner = Spawner(config.spawn_threads)
 
     async def start(self) -> None:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -47,7 +46,7 @@ class StreamingMode:
         self._log = log
         self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder.from_config(config)
-        self._spawner = Spawner(int(os.environ.get("FWATCHDOG_SPAWN_THREADS", "0")))
+        self._spawner = Spawner(config.spawn_threads)
 
     async def start(self) -> None:
         return None
