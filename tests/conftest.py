@@ -71,6 +71,30 @@ class Watchdog:
         finally:
             conn.close()
 
+    def exchange(
+        self,
+        method: str,
+        path: str = "/",
+        body: bytes | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request whose headers may repeat a name (and may set Host): status, all
+        response headers, body. A body is sent with its Content-Length, even when empty."""
+        conn = self.connection(timeout)
+        try:
+            own_host = any(name.lower() == "host" for name, _ in headers or [])
+            conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
+            for name, value in headers or []:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
     def raw(self, data: bytes, timeout: float = 5.0, shut_write: bool = False) -> bytes:
         """Send raw bytes, return everything the server sends until it closes or goes quiet."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
@@ -174,6 +198,16 @@ def watchdog_factory(tmp_path: Path) -> Iterator[Callable[..., Watchdog]]:
             except subprocess.TimeoutExpired:
                 watchdog.process.kill()
                 watchdog.process.wait(10)
+
+
+def environment_of(output: bytes) -> dict[str, str]:
+    """The `NAME=value` lines that `env` printed, first occurrence of each name."""
+    variables: dict[str, str] = {}
+    for line in output.decode().splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            variables.setdefault(name, value)
+    return variables
 
 
 def function(name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import ROOT, Watchdog, function, start_watchdog
+from conftest import ROOT, Watchdog, environment_of, function, start_watchdog
 
 Factory = Callable[..., Watchdog]
 Exchange = tuple[int, http.client.HTTPMessage, bytes]
@@ -33,28 +33,8 @@ def exchange(
     body: bytes | None = None,
     headers: list[tuple[str, str]] | None = None,
 ) -> Exchange:
-    """One request whose headers may repeat a name; also returns the client's own port."""
-    conn = watchdog.connection(timeout=30)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers or []:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
-
-
-def environment_of(output: bytes) -> dict[str, str]:
-    variables: dict[str, str] = {}
-    for line in output.decode().splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            variables.setdefault(name, value)
-    return variables
+    """One request whose headers may repeat a name."""
+    return watchdog.exchange(method, path, body, headers)
 
 
 def env_seen_by_function(

@@ -100,19 +100,7 @@ def request(
     timeout: float = 10.0,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request whose headers may repeat: status, headers (all values), body."""
-    conn = watchdog.connection(timeout)
-    try:
-        own_host = any(name.lower() == "host" for name, _ in headers or [])
-        conn.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
-        for name, value in headers or []:
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
+    return watchdog.exchange(method, path, body, headers, timeout)
 
 
 def echo(

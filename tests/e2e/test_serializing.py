@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Watchdog, function
+from conftest import Watchdog, environment_of, function
 
 Factory = Callable[..., Watchdog]
 
@@ -70,15 +70,6 @@ def raw_response(watchdog: Watchdog, data: bytes, timeout: float = 10.0) -> byte
 
 def header_lines(raw: bytes) -> list[str]:
     return raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
-
-
-def environment_of(output: bytes) -> dict[str, str]:
-    variables: dict[str, str] = {}
-    for line in output.decode().splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            variables.setdefault(name, value)
-    return variables
 
 
 # --- the body in, the output out ------------------------------------------------------------------

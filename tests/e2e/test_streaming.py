@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import Watchdog, function
+from conftest import Watchdog, environment_of, function
 
 Factory = Callable[..., Watchdog]
 
@@ -30,27 +30,7 @@ def post(
     headers: list[tuple[str, str]] | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     """A POST whose headers may repeat a name: status, headers, body."""
-    conn = watchdog.connection()
-    try:
-        conn.putrequest("POST", path, skip_accept_encoding=True)
-        for name, value in headers or []:
-            conn.putheader(name, value)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
-
-
-def environment_of(output: bytes) -> dict[str, str]:
-    """The `NAME=value` lines that `env` printed, first occurrence of each name."""
-    variables: dict[str, str] = {}
-    for line in output.decode().splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            variables.setdefault(name, value)
-    return variables
+    return watchdog.exchange("POST", path, body, headers)
 
 
 def send_head(watchdog: Watchdog, head: str, timeout: float = 10.0) -> socket.socket:
