@@ -212,11 +212,6 @@ class Form:
 
     # --- output ------------------------------------------------------------------------------
 
-    @property
-    def ended(self) -> bool:
-        """Whether the closing boundary has been read."""
-        return self._ended
-
     def take_stdin(self) -> list[memoryview]:
         """multipart=stream: the streamed part's bytes decoded since the last call."""
         pending = self._stdin_pending

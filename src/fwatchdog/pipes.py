@@ -127,7 +127,7 @@ class PipeWriter:
         self.broken = False
         self.closed = False
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes | memoryview) -> bool:
         """Write what the pipe takes now; False when the rest waits and `drain` is due."""
         if self.broken or self.closed:
             return True

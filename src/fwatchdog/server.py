@@ -20,7 +20,7 @@ from fwatchdog.errors import StartupError
 from fwatchdog.http.connection import Handler, HttpConnection, Limits, ServerState
 from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
-from fwatchdog.modes import UnsupportedModeError, make_mode
+from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
 from fwatchdog.routes import Health, Router
 
@@ -81,10 +81,7 @@ class Watchdog:
 
     async def serve(self) -> int:
         config, log = self.config, self.log
-        try:
-            mode = make_mode(config, log)
-        except UnsupportedModeError as error:
-            raise StartupError(str(error)) from None
+        mode = make_mode(config, log)
         router = Router(config, mode, self.health, log, self.metrics)
         limits = Limits(
             read_timeout=config.read_timeout,

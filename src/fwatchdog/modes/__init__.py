@@ -7,10 +7,6 @@ from fwatchdog.logs import Log
 from fwatchdog.modes.base import Mode
 
 
-class UnsupportedModeError(Exception):
-    """The configured mode exists in the Go watchdog but is not built here yet."""
-
-
 def make_mode(config: Config, log: Log) -> Mode:
     if config.mode == "streaming":
         from fwatchdog.modes.streaming import StreamingMode
@@ -32,4 +28,4 @@ def make_mode(config: Config, log: Log) -> Mode:
         from fwatchdog.modes.afterburn import AfterburnMode
 
         return AfterburnMode(config, log)
-    raise UnsupportedModeError(f"mode: '{config.mode}' is not implemented yet; use streaming")
+    raise AssertionError(f"config.py accepted a mode no module serves: {config.mode!r}")
