@@ -17,13 +17,30 @@ TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
 _DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
-def human_size(size: float) -> str:
-    """Docker's units.HumanSize, which the Go watchdog's request line uses: 1024 -> "1.024kB"."""
+_human_sizes: dict[int, str] = {}
+
+
+def human_size(size: int) -> str:
+    """Docker's units.HumanSize, which the Go watchdog's request line uses: 1024 -> "1.024kB".
+
+    The same few sizes come back request after request; formatting a float is slow.
+    """
+    known = _human_sizes.get(size)
+    if known is not None:
+        return known
+    text = _format_size(size)
+    if len(_human_sizes) < 4096:
+        _human_sizes[size] = text
+    return text
+
+
+def _format_size(size: int) -> str:
+    value = float(size)
     unit = 0
-    while size >= 1000 and unit < len(_DECIMAL_UNITS) - 1:
-        size /= 1000
+    while value >= 1000 and unit < len(_DECIMAL_UNITS) - 1:
+        value /= 1000
         unit += 1
-    return f"{size:.4g}{_DECIMAL_UNITS[unit]}"
+    return f"{value:.4g}{_DECIMAL_UNITS[unit]}"
 
 
 class Log:

@@ -37,17 +37,27 @@ class Metrics:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], _Series] = {}
+        # The same series by the request's own method and status: no formatting per request.
+        self._by_request: dict[tuple[str, int], _Series] = {}
         self.in_flight = 0
         self._registry: CollectorRegistry | None = None
 
     def observe(self, method: str, status: int, seconds: float) -> None:
+        series = self._by_request.get((method, status))
+        if series is None:
+            series = self._series_of(method, status)
+        series.count += 1
+        series.sum += seconds
+        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+
+    def _series_of(self, method: str, status: int) -> _Series:
         key = (str(status), method.lower())
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series()
-        series.count += 1
-        series.sum += seconds
-        series.buckets[bisect_left(BUCKETS, seconds)] += 1
+        if len(self._by_request) < 1024:  # methods are the client's to invent
+            self._by_request[(method, status)] = series
+        return series
 
     def collect(self) -> Iterator[Any]:
         """Metric families for prometheus-client (the Collector protocol)."""

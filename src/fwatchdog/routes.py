@@ -16,7 +16,7 @@ from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
-from fwatchdog.modes.base import Mode
+from fwatchdog.modes.base import Mode, answer_now_of
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
@@ -50,6 +50,36 @@ class Router:
         self._metrics = metrics
         self.in_flight = 0
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
+        self._mode_answer_now = answer_now_of(mode)
+
+    def answer_now(self, request: Request, response: Response) -> bool:
+        """The synchronous path (see HttpConnection): probes, 429 and what the mode can
+        answer without waiting; False sends the request down `__call__` instead."""
+        path = request.path
+        if path == HEALTH_PATH:
+            self._health_probe(request, response)
+            return True
+        if path == READY_PATH:
+            if self._config.ready_path:
+                return False  # the function answers it
+            self._ready_probe_now(request, response)
+            return True
+        max_inflight = self._config.max_inflight
+        if max_inflight and self.in_flight >= max_inflight:
+            started = time.perf_counter()
+            response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
+            self._record(request, response, time.perf_counter() - started)
+            return True
+        answer = self._mode_answer_now
+        if answer is None:
+            return False
+        started = time.perf_counter()
+        if not answer(request, response):
+            return False
+        if not response.finished:
+            response.end()
+        self._record(request, response, time.perf_counter() - started)
+        return True
 
     async def __call__(self, request: Request, response: Response) -> None:
         path = request.path
@@ -69,6 +99,24 @@ class Router:
             response.send(503, b"Service Unavailable\n")
 
     async def _ready_probe(self, request: Request, response: Response) -> None:
+        if self._config.ready_path and self._ready_checks_pass(request):
+            request.path = self._config.ready_path
+            request.target = self._config.ready_path
+            request.query = ""
+            await self._mode.handle(request, response)
+        else:
+            self._ready_probe_now(request, response)
+
+    def _ready_checks_pass(self, request: Request) -> bool:
+        max_inflight = self._config.max_inflight
+        return (
+            request.method in PROBE_METHODS
+            and self._health.healthy()
+            and not (max_inflight and self.in_flight >= max_inflight)
+        )
+
+    def _ready_probe_now(self, request: Request, response: Response) -> None:
+        """/_/ready answered by the watchdog itself (no ready_path, or a check failed)."""
         max_inflight = self._config.max_inflight
         if request.method not in PROBE_METHODS:
             response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
@@ -76,11 +124,6 @@ class Router:
             response.send(503, b"Service Unavailable\n")
         elif max_inflight and self.in_flight >= max_inflight:
             response.send(429, b"Too Many Requests: max_inflight reached\n")
-        elif self._config.ready_path:
-            request.path = self._config.ready_path
-            request.target = self._config.ready_path
-            request.query = ""
-            await self._mode.handle(request, response)
         else:
             response.send(200, b"OK")
 

@@ -45,7 +45,14 @@ class Reply:
 
 
 def _read_reply(sock: socket.socket, head_request: bool = False) -> Reply:
-    data = b""
+    reply, _ = _read_reply_buffered(sock, b"", head_request)
+    return reply
+
+
+def _read_reply_buffered(
+    sock: socket.socket, data: bytes, head_request: bool = False
+) -> tuple[Reply, bytes]:
+    """One reply, starting with the bytes in `data`; returns it and the bytes after it."""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -64,7 +71,7 @@ def _read_reply(sock: socket.socket, head_request: bool = False) -> Reply:
         if not chunk:
             break
         rest += chunk
-    return Reply(status, headers, rest[:length], raw_head)
+    return Reply(status, headers, rest[:length], raw_head), rest[length:]
 
 
 def raw_get(
@@ -225,6 +232,26 @@ def test_static_serves_the_same_bytes_on_a_kept_alive_connection(
                 assert (response.status, response.read()) == (200, expected)
     finally:
         conn.close()
+
+
+def test_static_pipelined_requests_mixing_cached_and_uncached_answers_keep_their_order(
+    served: Watchdog, site: Site
+) -> None:
+    """Cached files and probes are answered inside the read that brought them, the rest by a
+    task: sent in one write, the answers must still come back in order, whole."""
+    raw_get(served, "/hello.txt")  # now in the cache
+    order = ["/hello.txt", "/big.bin", "/_/health", "/hello.txt", "/nothing-here", "/hello.txt"]
+    batch = b"".join(f"GET {path} HTTP/1.1\r\nHost: static.test\r\n\r\n".encode() for path in order)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(batch)
+        replies, rest = [], b""
+        for _ in order:
+            reply, rest = _read_reply_buffered(sock, rest)
+            replies.append(reply)
+    assert [reply.status for reply in replies] == [200, 200, 200, 200, 404, 200]
+    assert [replies[i].body for i in (0, 3, 5)] == [SMALL_TEXT] * 3
+    assert replies[1].body == site.big
+    assert replies[2].body == b"OK"
 
 
 @pytest.mark.parametrize(

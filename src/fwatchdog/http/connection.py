@@ -1,6 +1,9 @@
 """One client connection: httptools callbacks in, `Request`s to the handler, responses out.
 
-Requests on a connection are answered one at a time, in order (pipelining). Reading stops
+Requests on a connection are answered one at a time, in order (pipelining). A request whose
+whole message arrived in one read, on a connection with nothing else to answer, is first
+offered to the handler's `answer_now`, which may answer it synchronously from the parser
+callback: no Task, no await, for probes and cached files. Reading stops
 whenever the current body has more than a small window buffered or too many requests wait,
 and writing producers wait while the socket's buffer is above its high-water mark, so neither
 a slow client nor a slow function makes the watchdog hold more than a fixed amount.
@@ -26,6 +29,10 @@ from fwatchdog.http.request import (
 from fwatchdog.http.response import Response
 
 Handler = Callable[[Request, Response], Awaitable[None]]
+# A handler may also have `answer_now(request, response) -> bool`: answer a request whose body
+# has fully arrived at once, or return False (leaving `response` untouched) to have the
+# handler itself answer it.
+AnswerNow = Callable[[Request, Response], bool]
 OnError = Callable[[str], None]
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -89,6 +96,7 @@ class HttpConnection(asyncio.Protocol):
         self, handler: Handler, limits: Limits, state: ServerState, on_error: OnError
     ) -> None:
         self._handler = handler
+        self._answer_now_of_handler: AnswerNow | None = getattr(handler, "answer_now", None)
         self._limits = limits
         self._state = state
         self._on_error = on_error
@@ -97,6 +105,8 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
         self._runner: asyncio.Task[None] | None = None
+        # A request offered to answer_now once its message completes in the same read.
+        self._immediate: Request | None = None
         self._current_body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
@@ -145,10 +155,16 @@ class HttpConnection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
+            if self._immediate is not None:
+                # Its body goes on in later reads: answer it the ordinary way.
+                self._enqueue(self._immediate)
+                self._immediate = None
         except httptools.HttpParserUpgrade as upgrade:
+            self._immediate = None  # never set for an upgrade; cleared for certain
             self._upgraded = True
             self._hold_for_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
+            self._immediate = None
             if self._header_bytes > self._limits.max_header_bytes:
                 self._reject(431, "request headers larger than 1 MiB")
             else:
@@ -246,6 +262,17 @@ class HttpConnection(asyncio.Protocol):
             remote_addr=self.remote_addr,
         )
         self._current_body = body
+        if (
+            self._runner is None
+            and not self._queue
+            and not request.upgrade
+            and self._answer_now_of_handler is not None
+        ):
+            self._immediate = request
+        else:
+            self._enqueue(request)
+
+    def _enqueue(self, request: Request) -> None:
         self._queue.append(request)
         if self._runner is None:
             self._runner = self._loop.create_task(self._serve_queue())
@@ -263,6 +290,10 @@ class HttpConnection(asyncio.Protocol):
         self._read_deadline = 0.0
         if self._current_body is not None:
             self._current_body.finish()
+        request = self._immediate
+        if request is not None:
+            self._immediate = None
+            self._answer_now(request)
 
     # ReadControl, for RequestBody
     def update_reading(self) -> None:
@@ -392,6 +423,31 @@ class HttpConnection(asyncio.Protocol):
             callback()
 
     # Serving
+    def _answer_now(self, request: Request) -> None:
+        """Offer a complete request to the handler's synchronous path; queue it if declined."""
+        response = Response(self, request.method, request.http_version, request.keep_alive)
+        try:
+            answer_now = self._answer_now_of_handler
+            assert answer_now is not None  # requests are held for it only when it exists
+            answered = answer_now(request, response)
+        except Exception as error:  # a bug in a mode must not take the server down
+            self._on_error(f"error serving {request.method} {request.target}: {error!r}")
+            if response.started:
+                self._close()
+                return
+            response.keep_alive = False
+            response.send_text(500, "internal error in the watchdog")
+            answered = True
+        if not answered:
+            self._enqueue(request)
+            return
+        if not response.finished:
+            response.end()
+        if response.keep_alive and not self._state.closing:
+            self._arm_idle_timer()
+        else:
+            self._close()
+
     async def _serve_queue(self) -> None:
         """Answer queued requests in order until the queue is empty or the connection ends."""
         try:

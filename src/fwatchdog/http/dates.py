@@ -7,6 +7,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 _cached_second = 0
 _cached_value = ""
+_cached_line = b""
 
 
 def format_http_date(seconds: float) -> str:
@@ -20,9 +21,17 @@ def format_http_date(seconds: float) -> str:
 
 def http_date() -> str:
     """IMF-fixdate for now."""
-    global _cached_second, _cached_value
+    global _cached_second, _cached_value, _cached_line
     now = int(time.time())
     if now != _cached_second:
         _cached_second = now
         _cached_value = format_http_date(now)
+        _cached_line = f"Date: {_cached_value}\r\n\r\n".encode("ascii")
     return _cached_value
+
+
+def date_line_ending_head() -> bytes:
+    """`Date: <now>\r\n\r\n`, encoded: the last line of a response head, and its end."""
+    if int(time.time()) != _cached_second:
+        http_date()
+    return _cached_line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from fwatchdog.http.request import Request
@@ -19,3 +20,14 @@ class Mode(Protocol):
 
     async def stop(self) -> None:
         """Release what `start` acquired."""
+
+
+AnswerNow = Callable[[Request, Response], bool]
+
+
+def answer_now_of(mode: Mode) -> AnswerNow | None:
+    """The mode's optional synchronous path: `answer_now(request, response) -> bool` answers a
+    request whose body has fully arrived without awaiting anything (a cached file), or returns
+    False, leaving the response untouched, for `handle` to answer it."""
+    answer: AnswerNow | None = getattr(mode, "answer_now", None)
+    return answer

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fwatchdog.config import Config
 from fwatchdog.errors import StartupError
 from fwatchdog.http.request import Request
-from fwatchdog.http.response import Response
+from fwatchdog.http.response import Response, prepared_head
 from fwatchdog.logs import Log
 from fwatchdog.modes.static_headers import (
     TEXT_HTML,
@@ -78,7 +78,7 @@ class CachedFile:
     identity: tuple[int, int, int, int]
     facts: FileFacts
     body: bytes
-    headers_200: list[tuple[str, str]]
+    head_200: bytes  # for Response.send_prepared
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -138,6 +138,16 @@ class StaticMode:
 
     async def stop(self) -> None:
         return None
+
+    def answer_now(self, request: Request, response: Response) -> bool:
+        """A hot file straight from the cache; anything else goes through `handle`."""
+        if request.method not in ALLOWED_METHODS:
+            return False
+        cached = self._cache.get(raw_path_of(request.target))
+        if cached is None:
+            return False
+        self._send_cached(request, response, cached)
+        return True
 
     async def handle(self, request: Request, response: Response) -> None:
         if not request.body.complete:
@@ -233,8 +243,7 @@ class StaticMode:
                 outcome = _Outcome.decide(conditions, cached.facts)
                 outcome.send_from_memory(response, cached.body)
                 return
-        response.start(200, cached.headers_200)  # never changed by the response
-        response.end(cached.body)
+        response.send_prepared(200, cached.head_200, cached.body)
 
     async def _send_file(
         self, request: Request, response: Response, raw_path: str, opened: OpenedFile
@@ -259,7 +268,7 @@ class StaticMode:
                 _identity(st),
                 facts,
                 head,
-                [*facts.headers(), ("Content-Length", str(size))],
+                prepared_head(200, [*facts.headers(), ("Content-Length", str(size))]),
             )
             if size == st.st_size:
                 self._cache.put(raw_path, entry)
