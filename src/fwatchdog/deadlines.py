@@ -5,40 +5,48 @@ about as much as the rest of a proxied request's Python work. Here a task regist
 deadline in a dict, and a single timer, running only while some deadline is pending, cancels
 the tasks whose deadline has passed, a tick (`TICK` seconds) late at most. The task sees
 `asyncio.CancelledError` where it waits, as with `asyncio.timeout()`, and `expired()` tells a
-deadline from any other cancellation.
+deadline from any other cancellation. Anything with a `cancel()` method can have a deadline:
+work driven by callbacks rather than by a task is stopped the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 TICK = 0.01
 
 
+class Cancellable(Protocol):
+    """A task, or anything else that can be told to stop."""
+
+    def cancel(self) -> object: ...
+
+
 class Deadlines:
-    """Deadlines of running tasks, checked every `tick` seconds."""
+    """Deadlines of running tasks (or other cancellables), checked every `tick` seconds."""
 
     __slots__ = ("_expired", "_loop", "_pending", "_tick", "_timer")
 
     def __init__(self, tick: float = TICK) -> None:
         self._loop = asyncio.get_running_loop()
         self._tick = tick
-        self._pending: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self._pending: dict[Cancellable, float] = {}
+        self._expired: set[Cancellable] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, task: asyncio.Task[object], seconds: float) -> None:
+    def add(self, task: Cancellable, seconds: float) -> None:
         """Cancel `task` once `seconds` have passed, unless `discard`ed first."""
         self._pending[task] = self._loop.time() + seconds
         if self._timer is None:
             self._timer = self._loop.call_later(self._tick, self._check)
 
-    def discard(self, task: asyncio.Task[object]) -> None:
+    def discard(self, task: Cancellable) -> None:
         """Forget the task's deadline (call it, without awaiting anything, when done)."""
         self._pending.pop(task, None)
         self._expired.discard(task)
 
-    def expired(self, task: asyncio.Task[object]) -> bool:
+    def expired(self, task: Cancellable) -> bool:
         """Whether the task was cancelled because its deadline passed."""
         return task in self._expired
 

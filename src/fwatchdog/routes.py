@@ -76,9 +76,19 @@ class Router:
         started = time.perf_counter()
         if not answer(request, response):
             return False
-        if not response.finished:
-            response.end()
-        self._record(request, response, time.perf_counter() - started)
+        if response.finished:
+            self._record(request, response, time.perf_counter() - started)
+            return True
+        # Callbacks will finish it (a proxied request): in flight until then.
+        self.in_flight += 1
+        self._metrics.in_flight += 1
+
+        def finished() -> None:
+            self.in_flight -= 1
+            self._metrics.in_flight -= 1
+            self._record(request, response, time.perf_counter() - started)
+
+        response.when_done(finished)
         return True
 
     async def __call__(self, request: Request, response: Response) -> None:

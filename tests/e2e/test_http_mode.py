@@ -643,6 +643,55 @@ def test_exec_timeout_gives_504_from_the_watchdog(http_factory: Factory) -> None
     assert time.monotonic() - began < 3
 
 
+# A request whose body is all here goes out on an idle pooled connection without a task
+# (`HttpMode.answer_now`); the first request of a watchdog finds no idle connection and takes
+# the task path. Timeouts and clients leaving must come out the same on both.
+PATHS = {"first request (task path)": False, "pooled connection (no task)": True}
+
+
+def warmed(watchdog: Watchdog, warm: bool) -> Watchdog:
+    if warm:
+        assert echo(watchdog, body=b"warm-up")["body"] == "warm-up"
+    return watchdog
+
+
+@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
+def test_exec_timeout_gives_504_on_either_path_and_the_next_request_is_served(
+    http_factory: Factory, warm: bool
+) -> None:
+    watchdog = warmed(start_http(http_factory, exec_timeout="500ms"), warm)
+    began = time.monotonic()
+    status, headers, body = request(watchdog, "GET", "/sleep?s=5")
+    assert_internal_error(status, headers, body, 504)
+    assert body == b"exec_timeout (500ms) exceeded\n"
+    assert time.monotonic() - began < 3
+    assert echo(watchdog, body=b"after")["body"] == "after"
+
+
+@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
+def test_write_timeout_bounds_a_proxied_request_on_either_path(
+    http_factory: Factory, warm: bool
+) -> None:
+    watchdog = warmed(start_http(http_factory, exec_timeout="0", write_timeout="700ms"), warm)
+    status, _, body = request(watchdog, "GET", "/sleep?s=5")
+    assert status == 504
+    assert body == b"write_timeout (700ms) exceeded\n"
+    assert echo(watchdog, body=b"after")["body"] == "after"
+
+
+@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
+def test_client_leaving_mid_request_is_logged_499_and_nothing_stays_in_flight(
+    http_factory: Factory, warm: bool
+) -> None:
+    watchdog = warmed(start_http(http_factory), warm)
+    with raw_connection(watchdog) as sock:
+        sock.sendall(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        watchdog.wait_for_log("stderr: sleeping 1.5")
+    watchdog.wait_for_log("GET /sleep?s=1.5 - 499 - ")
+    assert "http_requests_in_flight 0.0" in watchdog.metrics().splitlines()
+    assert echo(watchdog, body=b"after")["body"] == "after"
+
+
 def test_x_timeout_header_shortens_the_timeout_for_one_request(shared: Watchdog) -> None:
     began = time.monotonic()
     status, headers, body = request(shared, "GET", "/sleep?s=5", headers=[("X-Timeout", "300ms")])

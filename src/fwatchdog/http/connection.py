@@ -29,8 +29,9 @@ from fwatchdog.http.request import (
 from fwatchdog.http.response import Response
 
 Handler = Callable[[Request, Response], Awaitable[None]]
-# A handler may also have `answer_now(request, response) -> bool`: answer a request whose body
-# has fully arrived at once, or return False (leaving `response` untouched) to have the
+# A handler may also have `answer_now(request, response) -> bool`, for a request whose body has
+# fully arrived: True when it has answered, or has started an answer that callbacks will
+# finish (`Response.when_done` tells when); False, leaving `response` untouched, to have the
 # handler itself answer it.
 AnswerNow = Callable[[Request, Response], bool]
 OnError = Callable[[str], None]
@@ -107,6 +108,8 @@ class HttpConnection(asyncio.Protocol):
         self._runner: asyncio.Task[None] | None = None
         # A request offered to answer_now once its message completes in the same read.
         self._immediate: Request | None = None
+        # A response answer_now started and callbacks will finish: the connection is busy.
+        self._pending: Response | None = None
         self._current_body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
@@ -182,6 +185,8 @@ class HttpConnection(asyncio.Protocol):
             body.fail(ClientDisconnectedError("client closed the connection mid-body"))
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
+        if self._pending is not None:
+            self._pending.abandon()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -193,6 +198,8 @@ class HttpConnection(asyncio.Protocol):
             body.fail(ClientDisconnectedError("client disconnected"))
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
+        if self._pending is not None:
+            self._pending.abandon()
         self._wake_writers()
 
     def pause_writing(self) -> None:
@@ -264,6 +271,7 @@ class HttpConnection(asyncio.Protocol):
         self._current_body = body
         if (
             self._runner is None
+            and self._pending is None
             and not self._queue
             and not request.upgrade
             and self._answer_now_of_handler is not None
@@ -274,7 +282,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _enqueue(self, request: Request) -> None:
         self._queue.append(request)
-        if self._runner is None:
+        if self._runner is None and self._pending is None:
             self._runner = self._loop.create_task(self._serve_queue())
         elif len(self._queue) > MAX_QUEUED_REQUESTS:
             self.update_reading()
@@ -442,11 +450,28 @@ class HttpConnection(asyncio.Protocol):
             self._enqueue(request)
             return
         if not response.finished:
-            response.end()
+            self._pending = response
+            self._responding = True
+            response.when_done(self._pending_finished)
+            return
         if response.keep_alive and not self._state.closing:
             self._arm_idle_timer()
         else:
             self._close()
+
+    def _pending_finished(self) -> None:
+        """The response answer_now started is complete: go on with the connection."""
+        response = self._pending
+        self._pending = None
+        self._responding = False
+        if self._closed:
+            return
+        if response is None or not response.keep_alive or self._state.closing:
+            self._close()
+        elif self._queue:
+            self._runner = self._loop.create_task(self._serve_queue())
+        else:
+            self._arm_idle_timer()
 
     async def _serve_queue(self) -> None:
         """Answer queued requests in order until the queue is empty or the connection ends."""
@@ -529,7 +554,7 @@ class HttpConnection(asyncio.Protocol):
         self._read_deadline = 0.0
 
     def close_if_idle(self) -> None:
-        if self._runner is None and not self._in_headers:
+        if self._runner is None and self._pending is None and not self._in_headers:
             self._close()
 
     def _close(self) -> None:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from fwatchdog.http.dates import date_line_ending_head, http_date
+from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
 from fwatchdog.pipes import wait_writable
 
@@ -93,6 +93,17 @@ def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
+_status_lines: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 200 OK\r\n`, encoded once per status."""
+    line = _status_lines.get(status)
+    if line is None:
+        line = _status_lines[status] = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode()
+    return line
+
+
 def prepared_head(status: int, headers: list[tuple[str, str]]) -> bytes:
     """Encode a head once for `Response.send_prepared`: status line and `headers` as given
     (Content-Length among them), without Date, Connection or the closing blank line."""
@@ -128,9 +139,13 @@ class Response:
     __slots__ = (
         "_chunked",
         "_conn",
+        "_declared_length",
+        "_encoded_fields",
         "_http10",
         "_is_head",
+        "_on_abandon",
         "_remaining",
+        "_when_done",
         "bytes_sent",
         "finished",
         "headers",
@@ -151,6 +166,43 @@ class Response:
         self.started = False
         self.finished = False
         self.bytes_sent = 0
+        self._when_done: list[Callable[[], None]] | None = None
+        self._on_abandon: Callable[[], None] | None = None
+        self._encoded_fields: bytes | None = None
+        self._declared_length: int | None = None
+
+    # --- for answers completed by callbacks rather than by an awaiting handler -----------
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the response is finished (ended, aborted or abandoned)."""
+        if self.finished:
+            callback()
+        elif self._when_done is None:
+            self._when_done = [callback]
+        else:
+            self._when_done.append(callback)
+
+    def on_abandon(self, callback: Callable[[], None]) -> None:
+        """What to call if the client leaves before the response is finished: the producer
+        stops there (and may finish the response itself)."""
+        self._on_abandon = callback
+
+    def abandon(self) -> None:
+        """The client went away: stop whoever produces the response, and finish it."""
+        if self.finished:
+            return
+        hook, self._on_abandon = self._on_abandon, None
+        if hook is not None:
+            hook()
+        if not self.finished:
+            self.keep_alive = False
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        callbacks, self._when_done = self._when_done, None
+        if callbacks is not None:
+            for callback in callbacks:
+                callback()
 
     def start(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
         """Set status and headers; they are sent with the first body bytes or at `end()`."""
@@ -160,44 +212,57 @@ class Response:
         if headers is not None:
             self.headers = headers
 
+    def start_encoded(self, status: int, fields: bytes, content_length: int | None) -> None:
+        """`start` for headers already encoded as `Name: value\r\n` lines (a proxied
+        response's), without framing, Connection or Date; `content_length` is the length the
+        body will have, if known."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.status = status
+        self._encoded_fields = fields
+        self._declared_length = content_length
+
     def _head(self, body_length: int | None) -> bytes:
         """Build the status line and headers; `body_length` is known when the body is."""
         self.started = True
         status = self.status
-        lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-        content_length: int | None = None
-        for name, value in self.headers:
-            lowered = name.lower()
-            if lowered == "content-length":
-                content_length = int(value)
-                continue
-            if lowered in ("transfer-encoding", "connection"):
-                continue  # framing is ours to decide
-            lines.append(f"{name}: {value}\r\n")
+        fields = self._encoded_fields
+        content_length = self._declared_length
+        if fields is None:
+            lines = []
+            for name, value in self.headers:
+                lowered = name.lower()
+                if lowered == "content-length":
+                    content_length = int(value)
+                    continue
+                if lowered in ("transfer-encoding", "connection"):
+                    continue  # framing is ours to decide
+                lines.append(f"{name}: {value}\r\n")
+            fields = "".join(lines).encode("latin-1")
+        framing = b""
         no_body = status in NO_BODY_STATUSES or status < 200
         if no_body:
             self._remaining = 0
         elif content_length is not None:
             self._remaining = content_length
-            lines.append(f"Content-Length: {content_length}\r\n")
+            framing = b"Content-Length: %d\r\n" % content_length
         elif body_length is not None:
             self._remaining = body_length
-            lines.append(f"Content-Length: {body_length}\r\n")
+            framing = b"Content-Length: %d\r\n" % body_length
         elif self._is_head:
             self._remaining = 0  # length unknown: say nothing about it
         elif self._http10:
             self.keep_alive = False  # the end of the connection ends the body
         else:
             self._chunked = True
-            lines.append("Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
         if not self.keep_alive and not self._http10:
-            lines.append("Connection: close\r\n")
+            framing += b"Connection: close\r\n"
         elif self.keep_alive and self._http10:
-            lines.append("Connection: keep-alive\r\n")
+            framing += b"Connection: keep-alive\r\n"
         if self._is_head:
             self._remaining = 0  # the length is announced, never sent
-        lines.append(f"Date: {http_date()}\r\n\r\n")
-        return "".join(lines).encode("latin-1")
+        return b"".join((status_line(status), fields, framing, date_line_ending_head()))
 
     def write_nowait(self, data: bytes) -> bool:
         """Send body bytes now; returns False when the client is not keeping up."""
@@ -303,13 +368,13 @@ class Response:
         if self._remaining:
             # The mode promised more bytes than it sent: the client cannot find the end.
             self.keep_alive = False
-        self.finished = True
+        self._finish()
 
     def abort(self) -> None:
         """Drop the connection: a started response that cannot be completed."""
         self.keep_alive = False
-        self.finished = True
         self._conn.abort()
+        self._finish()
 
     def switch_protocols(
         self, headers: list[tuple[str, str]], protocol: asyncio.Protocol
@@ -349,7 +414,6 @@ class Response:
             raise RuntimeError("response already started")
         self.status = status
         self.started = True
-        self.finished = True
         self._remaining = 0
         end = date_line_ending_head()
         if not self.keep_alive and not self._http10:
@@ -361,6 +425,7 @@ class Response:
         else:
             self.bytes_sent = len(body)
             self._conn.writelines([head, end, body])
+        self._finish()
 
     def send_text(self, status: int, text: str) -> None:
         """A plain-text error or message, one line."""

@@ -26,8 +26,11 @@ AnswerNow = Callable[[Request, Response], bool]
 
 
 def answer_now_of(mode: Mode) -> AnswerNow | None:
-    """The mode's optional synchronous path: `answer_now(request, response) -> bool` answers a
-    request whose body has fully arrived without awaiting anything (a cached file), or returns
-    False, leaving the response untouched, for `handle` to answer it."""
+    """The mode's optional path without a task: `answer_now(request, response) -> bool`, for a
+    request whose body has fully arrived, answers it without awaiting anything (a cached
+    file), or starts an answer that callbacks will finish (a proxied request: the mode then
+    bounds it by exec_timeout and write_timeout itself, and stops when `Response.abandon`
+    calls its `on_abandon` hook); or returns False, leaving the response untouched, for
+    `handle` to answer it."""
     answer: AnswerNow | None = getattr(mode, "answer_now", None)
     return answer

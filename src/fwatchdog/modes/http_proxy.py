@@ -58,6 +58,7 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
 # Connection options that are not field names.
 _CONNECTION_OPTIONS = frozenset(("close", "keep-alive", "upgrade"))
+_CONNECTION_OPTIONS_BYTES = frozenset(option.encode() for option in _CONNECTION_OPTIONS)
 
 
 class HttpMode:
@@ -164,6 +165,59 @@ class HttpMode:
         self._log.info(f"fprocess (pid {child.pid}) ended: {child.exit_description}")
 
     # --- requests --------------------------------------------------------------------------
+    def answer_now(self, request: Request, response: Response) -> bool:
+        """Proxy a request whose body is all here without a task: written at once on a
+        pooled connection and answered by that connection's callbacks (`_Forwarding`).
+        Before the upstream is ready, with no idle connection, for an upgrade or a body too
+        big to keep for a retry: False, and `handle` does it."""
+        if not self._ready.done() or self._exit_reason or request.upgrade:
+            return False
+        conn = self._pool.take()
+        if conn is None:
+            return False
+        body = request.body.take_all_if_complete(REPLAY_LIMIT)
+        if body is None:
+            self._pool.release(conn)
+            return False
+        started = time.perf_counter()
+        head_lines, asked_timeout = self._request_head(request)
+        parts = self._framed(request, head_lines, body)
+        timeout, timeout_name = self._timeout(asked_timeout)
+        write_timeout = self._config.write_timeout
+        if timeout <= 0 or write_timeout < timeout:
+            timeout, timeout_name = write_timeout, "write_timeout"
+        forwarding = _Forwarding(self, request, response, started, parts, timeout_name, timeout)
+        response.on_abandon(forwarding.abandon)
+        self._deadlines.add(forwarding, timeout)
+        forwarding.send_on(conn)
+        return True
+
+    def _framed(self, request: Request, head_lines: list[str], body: bytes) -> list[bytes]:
+        """Head and whole body as written upstream, framed as `_proxy` frames a streamed one."""
+        has_body = request.chunked or request.content_length is not None
+        if has_body and self._buffer_body:
+            head_lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        elif request.chunked:
+            head_lines.append("Transfer-Encoding: chunked\r\n\r\n")
+            head = "".join(head_lines).encode("latin-1")
+            return [head, *encode_chunk(body), LAST_CHUNK] if body else [head, LAST_CHUNK]
+        elif has_body:
+            head_lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        else:
+            head_lines.append("\r\n")
+        head = "".join(head_lines).encode("latin-1")
+        return [head, body] if body else [head]
+
+    def _upstream_failed(
+        self, request: Request, response: Response, error: UpstreamError, started: float
+    ) -> None:
+        """No whole response from the upstream: 502, or a cut-off response if one began."""
+        if response.started:
+            self._log.error(f"{request.method} {request.target}: {error}; response cut off")
+            response.abort()
+        else:
+            self._fail(request, response, 502, self._exit_reason or str(error), started)
+
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()
         head_lines, asked_timeout = self._request_head(request)
@@ -258,11 +312,7 @@ class HttpMode:
             if exchange.upgraded and exchange.conn is not None:
                 await self._tunnel(request, response, exchange.conn, exchange)
         except UpstreamError as error:
-            if response.started:
-                self._log.error(f"{request.method} {request.target}: {error}; response cut off")
-                response.abort()
-            else:
-                self._fail(request, response, 502, self._exit_reason or str(error), started)
+            self._upstream_failed(request, response, error, started)
         finally:
             exchange.close()
 
@@ -383,6 +433,124 @@ class HttpMode:
         )
 
 
+class _Forwarding:
+    """One request proxied without a task (`HttpMode.answer_now`): its head and whole body go
+    out in one write, the response is relayed by the upstream connection's callbacks (this is
+    its `ResponseSink`), a stale pooled connection costs one retry on a new connection, and
+    the deadline (`cancel`) or the client leaving (`abandon`) ends it early."""
+
+    __slots__ = (
+        "_deadline",
+        "_deadline_name",
+        "_mode",
+        "_parts",
+        "_retry",
+        "conn",
+        "finished",
+        "request",
+        "response",
+        "started",
+    )
+
+    def __init__(
+        self,
+        mode: HttpMode,
+        request: Request,
+        response: Response,
+        started: float,
+        parts: list[bytes],
+        deadline_name: str,
+        deadline: float,
+    ) -> None:
+        self._mode = mode
+        self.request = request
+        self.response = response
+        self.started = started
+        self._parts = parts
+        self._deadline_name = deadline_name
+        self._deadline = deadline
+        self._retry: asyncio.Task[None] | None = None
+        self.conn: UpstreamConnection | None = None
+        self.finished = False
+
+    def send_on(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.begin(self, self.request.method == "HEAD")
+        conn.writelines(self._parts)
+
+    # ResponseSink
+    def on_head(self, status: int, headers: RawHeaders) -> None:
+        if status == 101:
+            return  # not asked for: on_upgrade turns it into a 502
+        _relay_head(self.response, status, headers, self.started)
+
+    def on_body(self, data: bytes) -> None:
+        response = self.response
+        if not response.write_nowait(data):
+            conn = self.conn
+            assert conn is not None
+            conn.pause_reading()
+            response.on_drain(conn.resume_reading)
+
+    def on_end(self) -> None:
+        self._settle()
+        self.response.end()
+
+    def on_error(self, error: UpstreamError) -> None:
+        if isinstance(error, UpstreamClosedError) and error.stale and self._retry is None:
+            # The pooled connection had been closed by the upstream: the request never
+            # reached it, and everything it needs is still here.
+            self._retry = asyncio.get_running_loop().create_task(self._send_again())
+            return
+        self._settle()
+        self._mode._upstream_failed(self.request, self.response, error, self.started)
+
+    def on_upgrade(self) -> None:
+        if self.conn is not None:
+            self.conn.abort()
+        self.on_error(UpstreamError("the upstream answered 101 Switching Protocols unasked"))
+
+    async def _send_again(self) -> None:
+        mode = self._mode
+        try:
+            conn = await mode._pool.connect()
+        except OSError as error:
+            self._settle()
+            reason = mode._exit_reason or (
+                f"cannot connect to the upstream {mode._url}: {error.strerror or error}"
+            )
+            mode._fail(self.request, self.response, 502, reason, self.started)
+            return
+        self.send_on(conn)
+
+    # Ends that come from outside
+    def cancel(self) -> None:
+        """The deadline passed (exec_timeout, X-Timeout or write_timeout): 504, or cut off."""
+        if self.finished:
+            return
+        self._stop()
+        reason = f"{self._deadline_name} ({format_duration(self._deadline)}) exceeded"
+        self._mode._fail(self.request, self.response, 504, reason, self.started)
+
+    def abandon(self) -> None:
+        """The client left: drop the upstream connection, whose answer nobody will read."""
+        if not self.finished:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._settle()
+        retry = self._retry
+        if retry is not None and not retry.done():
+            retry.cancel()
+        conn = self.conn
+        if conn is not None and conn.busy_with is self:
+            conn.abort()
+
+    def _settle(self) -> None:
+        self.finished = True
+        self._mode._deadlines.discard(self)
+
+
 class _Exchange:
     """One request's trip to the upstream: the `ResponseSink` that writes to the client."""
 
@@ -447,15 +615,15 @@ class _Exchange:
 
     # ResponseSink
     def on_head(self, status: int, headers: RawHeaders) -> None:
+        if status != 101:
+            _relay_head(self.response, status, headers, self.started)
+            return
+        # A 101 is sent by the HTTP layer when it hands the client's connection over.
         returned = _returned_headers(headers)
         returned.append(("X-Duration-Seconds", f"{time.perf_counter() - self.started:f}"))
-        if status == 101:
-            # Sent by the HTTP layer when it hands the client's connection over.
-            protocol = next((v for n, v in headers if n.lower() == b"upgrade"), b"")
-            returned += [("Connection", "Upgrade"), ("Upgrade", protocol.decode("latin-1"))]
-            self.upgrade_headers = returned
-            return
-        self.response.start(status, returned)
+        protocol = next((v for n, v in headers if n.lower() == b"upgrade"), b"")
+        returned += [("Connection", "Upgrade"), ("Upgrade", protocol.decode("latin-1"))]
+        self.upgrade_headers = returned
 
     def on_body(self, data: bytes) -> None:
         response = self.response
@@ -548,6 +716,50 @@ def _connection_tokens(value: str, listed: set[str] | None) -> set[str]:
 
 def _is_hop_by_hop(lowered: str, listed: set[str]) -> bool:
     return lowered in _NOT_FORWARDED or lowered.startswith("proxy-") or lowered in listed
+
+
+def _relay_head(response: Response, status: int, raw: RawHeaders, started: float) -> None:
+    """Start the client's response with the upstream's status and headers, plus ours."""
+    seconds = b"%f" % (time.perf_counter() - started)
+    encoded = _encoded_headers(raw)
+    if encoded is not None:
+        fields, length = encoded
+        response.start_encoded(status, b"%bX-Duration-Seconds: %b\r\n" % (fields, seconds), length)
+        return
+    returned = _returned_headers(raw)
+    returned.append(("X-Duration-Seconds", seconds.decode()))
+    response.start(status, returned)
+
+
+def _encoded_headers(raw: RawHeaders) -> tuple[bytes, int | None] | None:
+    """The upstream's response headers minus hop-by-hop ones, still encoded, and its
+    Content-Length; None when `_returned_headers` must do it (a Connection header that lists
+    other fields, an odd Content-Length)."""
+    parts: list[bytes] = []
+    length: int | None = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in _NOT_RETURNED or lowered.startswith(b"proxy-"):
+            if lowered == b"connection" and not _only_options(value):
+                return None
+            continue
+        if lowered == b"content-length":
+            if length is not None or not value.strip().isdigit():
+                return None
+            length = int(value)
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts), length
+
+
+def _only_options(connection: bytes) -> bool:
+    """Whether a Connection header names only options, not fields to drop."""
+    if connection.lower() in _CONNECTION_OPTIONS_BYTES:
+        return True  # the usual `keep-alive` or `close`
+    return all(
+        token.strip().lower() in _CONNECTION_OPTIONS_BYTES or not token.strip()
+        for token in connection.split(b",")
+    )
 
 
 def _returned_headers(raw: RawHeaders) -> list[tuple[str, str]]:
