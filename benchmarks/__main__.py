@@ -90,7 +90,7 @@ def find_binaries() -> list[WatchdogBinary]:
 
 def select(scenarios: list[Scenario], names: str | None) -> list[Scenario]:
     if not names:
-        return scenarios
+        return [scenario for scenario in scenarios if not scenario.only_when_named]
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     known = {scenario.name for scenario in scenarios}
     unknown = [name for name in wanted if name not in known]

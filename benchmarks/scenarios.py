@@ -66,6 +66,7 @@ class Scenario:
     metrics: tuple[Metric, ...]
     run: Callable[[WatchdogBinary, Options], dict[str, float]]
     needs_wrk: bool = False
+    only_when_named: bool = False  # long: run by `--scenarios NAME` only
 
 
 def cat_requests_per_second(binary: WatchdogBinary, options: Options) -> dict[str, float]:
@@ -113,6 +114,34 @@ def cat_stream(binary: WatchdogBinary, options: Options) -> dict[str, float]:
     if check.first_mismatch is not None:
         raise ScenarioError(f"body differs from what was sent at byte {check.first_mismatch}")
     return {**measured, "peak_rss": peak}
+
+
+SOAK_TRANSFERS = 20
+SOAK_STALL_SECONDS = 60.0
+
+
+def cat_stream_soak(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """SOAK_TRANSFERS transfers through `cat` in a row on one watchdog, each checked byte for
+    byte: a stall (the loopback retransmit back-off once seen with 1 MiB pipes) shows up as a
+    slowest transfer far below the median, or as a transfer that never ends."""
+    rates: list[float] = []
+    with running(binary, {"fprocess": "cat"}) as watchdog:
+        for number in range(1, SOAK_TRANSFERS + 1):
+            check = PatternCheck(_pattern())
+            measured = _stream(watchdog, options.stream_bytes, check)
+            check.finish()
+            if check.received != options.stream_bytes or check.first_mismatch is not None:
+                raise ScenarioError(f"transfer {number}: body incomplete or changed")
+            if measured["seconds"] > SOAK_STALL_SECONDS:
+                raise ScenarioError(f"transfer {number} took {measured['seconds']:.0f}s")
+            rates.append(measured["mbps"])
+        peak = watchdog.peak_rss_mib()
+    return {
+        "median_mbps": statistics.median(rates),
+        "slowest_mbps": min(rates),
+        "transfers": float(len(rates)),
+        "peak_rss": peak,
+    }
 
 
 def wc_stream(binary: WatchdogBinary, options: Options) -> dict[str, float]:
@@ -199,6 +228,17 @@ def all_scenarios(options: Options) -> list[Scenario]:
                 Metric("peak_rss", "  peak RSS, MiB", False, 1),
             ),
             cat_stream,
+        ),
+        Scenario(
+            "cat-stream-soak",
+            (
+                Metric("median_mbps", f"{SOAK_TRANSFERS} x {size} through cat, median MB/s", True),
+                Metric("slowest_mbps", "  slowest transfer, MB/s", True),
+                Metric("transfers", "  transfers completed", True),
+                Metric("peak_rss", "  peak RSS, MiB", False, 1),
+            ),
+            cat_stream_soak,
+            only_when_named=True,
         ),
         Scenario(
             "wc-stream",
