@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -84,6 +85,7 @@ class FunctionProcess:
         env: Mapping[str, str],
         stdin_data: bytes | None = None,
         die_with_watchdog: bool = False,
+        stderr_to_stdout: bool = False,
     ) -> FunctionProcess:
         """Start the program with three pipes; raises SpawnError with a message for the client.
 
@@ -93,7 +95,8 @@ class FunctionProcess:
         STDIN_PREFILL_MAX bytes: a whole small body), stdin is filled and closed before the
         process starts, and `stdin_fd` is -1. With `die_with_watchdog` (long-lived processes)
         the kernel kills the process if the watchdog itself dies, even by SIGKILL: in its own
-        session nothing else would ever stop it.
+        session nothing else would ever stop it. With `stderr_to_stdout` (combine_output) both
+        go into the stdout pipe, interleaved as written, and the stderr pipe just ends.
         """
         path = program.path()
         if path is None:
@@ -108,7 +111,7 @@ class FunctionProcess:
         actions = [
             (os.POSIX_SPAWN_DUP2, stdin_r, 0),
             (os.POSIX_SPAWN_DUP2, stdout_w, 1),
-            (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+            (os.POSIX_SPAWN_DUP2, stdout_w if stderr_to_stdout else stderr_w, 2),
         ]
         start = _fork_exec_dying_with_parent if die_with_watchdog else _posix_spawn
         try:
@@ -193,14 +196,23 @@ class Spawner:
         )
 
     async def spawn(
-        self, program: Program, env: Mapping[str, str], stdin_data: bytes | None = None
+        self,
+        program: Program,
+        env: Mapping[str, str],
+        stdin_data: bytes | None = None,
+        stderr_to_stdout: bool = False,
     ) -> FunctionProcess:
         """`FunctionProcess.spawn`; off the loop, a process whose request is cancelled
         meanwhile (lost client, write_timeout) is killed and reaped once it exists."""
         if self._executor is None:
-            return FunctionProcess.spawn(program, env, stdin_data)
+            return FunctionProcess.spawn(
+                program, env, stdin_data, stderr_to_stdout=stderr_to_stdout
+            )
         spawning = asyncio.get_running_loop().run_in_executor(
-            self._executor, FunctionProcess.spawn, program, env, stdin_data
+            self._executor,
+            functools.partial(
+                FunctionProcess.spawn, program, env, stdin_data, stderr_to_stdout=stderr_to_stdout
+            ),
         )
         try:
             return await asyncio.shield(spawning)

@@ -33,12 +33,7 @@ from fwatchdog.process import (
     SpawnError,
     describe_exit,
     forward_to_log,
-    spawn_failure_message,
 )
-
-# combine_output: stderr must share stdout's pipe so that the two interleave as written. The
-# shell makes that dup before exec'ing the function (until process.py can do it itself).
-_COMBINE_SHELL = ("/bin/sh", "-c", 'exec "$@" 2>&1', "fwatchdog")
 
 
 class SerializingMode:
@@ -47,11 +42,7 @@ class SerializingMode:
     def __init__(self, config: Config, log: Log) -> None:
         self._config = config
         self._log = log
-        self._function = Program(config.function_argv)
-        if config.combine_output:
-            self._program = Program((*_COMBINE_SHELL, *config.function_argv))
-        else:
-            self._program = self._function
+        self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder.from_config(config)
         self._spawner = Spawner(config.spawn_threads)
 
@@ -102,11 +93,12 @@ class SerializingMode:
             stdin_data = MarshalledRequest.encode(request, body) if marshal else body
             env = self._environment.build(request, len(stdin_data) if stdin_data else None)
         try:
-            if self._program is not self._function and self._function.path() is None:
-                raise SpawnError(spawn_failure_message(self._function.name, FileNotFoundError()))
             # A body that fits the new pipe goes in before the process starts: no stdin pump.
             prefill = stdin_data if len(stdin_data) <= STDIN_PREFILL_MAX else None
-            process = await self._spawner.spawn(self._program, env, prefill)
+            # combine_output: stderr shares stdout's pipe, so the two interleave as written.
+            process = await self._spawner.spawn(
+                self._program, env, prefill, stderr_to_stdout=config.combine_output
+            )
         except SpawnError as error:
             answer.fail(500, str(error))
             return
