@@ -142,6 +142,22 @@ def test_afterburn_exec_timeout_is_504_kills_and_starts_a_fresh_process(
     assert watchdog.process.poll() is None
 
 
+def test_afterburn_exec_timeout_counts_the_wait_for_an_idle_process(watchdog_factory: Factory):
+    """A request queued behind a hung one gets its 504 within its own exec_timeout, not after
+    the hung request's timeout plus a whole exec_timeout of its own."""
+    watchdog = afterburn(watchdog_factory, RAW, exec_timeout="2s")
+    first = threading.Thread(target=watchdog.request, args=("GET", "/sleep"))
+    first.start()
+    watchdog.wait_for_log("raw function got GET /sleep")
+    began = time.monotonic()
+    status, _, body = watchdog.request("GET", "/sleep")
+    waited = time.monotonic() - began
+    first.join(10)
+    assert status == 504
+    assert b"exec_timeout (2s) exceeded" in body
+    assert waited < 2.8, f"answered after {waited:.1f}s"
+
+
 def test_afterburn_requests_wait_in_order_and_never_interleave(watchdog_factory: Factory):
     watchdog = afterburn(watchdog_factory, RAW)
     results: dict[int, tuple[int, bytes]] = {}

@@ -1,11 +1,12 @@
 """Afterburn mode: long-lived function processes that speak HTTP/1.1 over stdin and stdout.
 
-`afterburn_processes` copies of `fprocess` start once. Each request waits (in order) for an
-idle one, goes into its stdin as an HTTP/1.1 request with a `Content-Length`, and its answer
-is parsed from stdout and relayed as it comes; one exchange per process at a time, so bytes
-of two requests never interleave on a pipe. A process whose stream can no longer be trusted
-(garbage, an unframed response, `exec_timeout`, a client that left mid-exchange) is killed
-and replaced; one that dies on its own fails the request (502) and the watchdog (`failed`).
+`afterburn_processes` copies of `fprocess` start once. Each request waits (in order, within
+its exec_timeout) for an idle one, goes into its stdin as an HTTP/1.1 request with a
+`Content-Length`, and its answer is parsed from stdout and relayed as it comes; one exchange
+per process at a time, so bytes of two requests never interleave on a pipe. A process whose
+stream can no longer be trusted (garbage, an unframed response, `exec_timeout`, a client
+that left mid-exchange) is killed and replaced; one that dies on its own fails the request
+(502) and the watchdog (`failed`).
 """
 
 from __future__ import annotations
@@ -89,7 +90,21 @@ class AfterburnMode:
             except BodyError as error:
                 self._refuse(request, response, 408, str(error))
                 return
-        process = await self._idle.get()
+        # exec_timeout counts from here: waiting for an idle process is part of the request's
+        # time, so a queued request never waits longer than exec_timeout for its answer.
+        exec_timeout = self._config.exec_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + exec_timeout if exec_timeout > 0 else None
+        try:
+            async with asyncio.timeout_at(deadline):
+                process = await self._idle.get()
+        except TimeoutError:
+            reason = (
+                f"exec_timeout ({format_duration(exec_timeout)}) exceeded "
+                "waiting for an idle function process"
+            )
+            self._refuse(request, response, 504, reason)
+            return
         if process.dead or process.desynced:
             replaced = self._replace(process)
             if replaced is None:
@@ -98,8 +113,7 @@ class AfterburnMode:
             process = replaced
         returned = False
         try:
-            exec_timeout = self._config.exec_timeout
-            async with asyncio.timeout(exec_timeout if exec_timeout > 0 else None):
+            async with asyncio.timeout_at(deadline):
                 await process.exchange(request, response, body)
             if not process.desynced:
                 self._idle.put_nowait(process)
