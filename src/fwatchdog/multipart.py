@@ -17,6 +17,8 @@ python-multipart is imported on first use, so the watchdog's start-up does not p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -72,7 +74,7 @@ async def read_form(request: Request, config: Config) -> Form:
     try:
         try:
             while chunk := await body.read():
-                form.feed(chunk)
+                await feed_off_loop(form, chunk)
             form.finish()
         except OSError as error:
             raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
@@ -84,6 +86,26 @@ async def read_form(request: Request, config: Config) -> Form:
         form.close()
         raise
     return form
+
+
+async def feed_off_loop(form: Form, chunk: bytes) -> None:
+    """`form.feed(chunk)` on a worker thread: the parts it writes to disk must not stall the
+    event loop (and every other request) when the disk is slow.
+
+    If the request is cancelled meanwhile (client gone, write_timeout), the feed still runs to
+    its end before the cancellation goes on, so that `form.close()` never closes a descriptor
+    the thread is writing to (its number could already name another file or socket).
+    """
+    future = asyncio.get_running_loop().run_in_executor(None, form.feed, chunk)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # seen: the cancellation is what goes on
+        raise
 
 
 def sanitize_env_name(name: str) -> str:

@@ -21,7 +21,7 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
-from fwatchdog.multipart import Form, FormError, form_settings_apply, read_form
+from fwatchdog.multipart import Form, FormError, feed_off_loop, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
@@ -135,7 +135,7 @@ class StreamingMode:
                     if not chunk:
                         form.finish()
                         break
-                    form.feed(chunk)
+                    await feed_off_loop(form, chunk)
             except OSError as error:
                 raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
         except ClientDisconnectedError:
@@ -417,7 +417,7 @@ async def _feed_form(
                 if not chunk:
                     form.finish()
                     break
-                form.feed(chunk)
+                await feed_off_loop(form, chunk)
         except OSError as error:
             raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
     except (BodyError, FormError):
