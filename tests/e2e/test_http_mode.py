@@ -423,6 +423,30 @@ def test_keep_alive_connections_to_the_upstream_are_reused(shared: Watchdog) -> 
     assert len(ports) == 1
 
 
+def test_pipelined_requests_on_both_paths_are_answered_in_order(shared: Watchdog) -> None:
+    """One write carrying requests the pooled path takes (whole bodies), a probe, and one that
+    must wait for the first to finish: the answers come back in order, each with its body."""
+    echo(shared, body=b"warm-up")
+    batch = (
+        b"POST /echo?n=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+        b"GET /sleep?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /_/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo?n=4 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nfour"
+    )
+    with raw_connection(shared) as sock:
+        sock.sendall(batch)
+        received = read_until(sock, b'"body": "four"}')
+    heads = re.findall(rb"HTTP/1\.1 (\d+) ", received)
+    assert heads == [b"200"] * 4
+    first, sleep, health, fourth = (
+        received.index(b'"body": "one"'),
+        received.index(b"slept\n"),
+        received.index(b"\r\n\r\nOK"),
+        received.index(b'"body": "four"'),
+    )
+    assert first < sleep < health < fourth
+
+
 def test_head_gets_the_headers_only_and_the_pooled_connection_stays_usable(
     shared: Watchdog,
 ) -> None:
