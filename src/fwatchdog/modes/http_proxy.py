@@ -485,12 +485,8 @@ class _Forwarding:
         _relay_head(self.response, status, headers, self.started)
 
     def on_body(self, data: bytes) -> None:
-        response = self.response
-        if not response.write_nowait(data):
-            conn = self.conn
-            assert conn is not None
-            conn.pause_reading()
-            response.on_drain(conn.resume_reading)
+        assert self.conn is not None
+        _relay_body(self.response, self.conn, data)
 
     def on_end(self) -> None:
         self._settle()
@@ -626,12 +622,8 @@ class _Exchange:
         self.upgrade_headers = returned
 
     def on_body(self, data: bytes) -> None:
-        response = self.response
-        if not response.write_nowait(data):
-            conn = self.conn
-            assert conn is not None
-            conn.pause_reading()
-            response.on_drain(conn.resume_reading)
+        assert self.conn is not None
+        _relay_body(self.response, self.conn, data)
 
     def on_end(self) -> None:
         self.response.end()
@@ -729,6 +721,13 @@ def _relay_head(response: Response, status: int, raw: RawHeaders, started: float
     returned = _returned_headers(raw)
     returned.append(("X-Duration-Seconds", seconds.decode()))
     response.start(status, returned)
+
+
+def _relay_body(response: Response, conn: UpstreamConnection, data: bytes) -> None:
+    """Pass body bytes on; while the client's socket is full, stop reading the upstream."""
+    if not response.write_nowait(data):
+        conn.pause_reading()
+        response.on_drain(conn.resume_reading)
 
 
 def _encoded_headers(raw: RawHeaders) -> tuple[bytes, int | None] | None:
