@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.cgi_response import CgiHeaderError, CgiHeaderParser
 from fwatchdog.classic import MarshalledRequest
 from fwatchdog.config import Config
@@ -23,34 +22,20 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
+from fwatchdog.modes.forking import ForkingMode
 from fwatchdog.multipart import Form, FormError, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
-    Program,
-    Spawner,
     SpawnError,
     describe_exit,
     forward_to_log,
 )
 
 
-class SerializingMode:
+class SerializingMode(ForkingMode):
     """Forks `fprocess` for every request with the whole body, and answers with its output."""
-
-    def __init__(self, config: Config, log: Log) -> None:
-        self._config = config
-        self._log = log
-        self._program = Program(config.function_argv)
-        self._environment = EnvironmentBuilder.from_config(config)
-        self._spawner = Spawner(config.spawn_threads)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self._spawner.close()
 
     async def handle(self, request: Request, response: Response) -> None:
         started = time.perf_counter()

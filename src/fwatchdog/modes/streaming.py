@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.cgi_response import CgiHead, CgiHeaderError, CgiHeaderParser
 from fwatchdog.classic import MarshalledRequest
 from fwatchdog.config import Config
@@ -21,13 +20,12 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
+from fwatchdog.modes.forking import ForkingMode
 from fwatchdog.multipart import Form, FormError, feed_off_loop, form_settings_apply, read_form
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
-    Program,
-    Spawner,
     SpawnError,
     describe_exit,
     forward_to_log,
@@ -38,21 +36,8 @@ from fwatchdog.process import (
 DRAIN_AFTER_KILL = 1.0
 
 
-class StreamingMode:
+class StreamingMode(ForkingMode):
     """Forks `fprocess` for every request and streams the body through it."""
-
-    def __init__(self, config: Config, log: Log) -> None:
-        self._config = config
-        self._log = log
-        self._program = Program(config.function_argv)
-        self._environment = EnvironmentBuilder.from_config(config)
-        self._spawner = Spawner(config.spawn_threads)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self._spawner.close()
 
     async def handle(self, request: Request, response: Response) -> None:
         if form_settings_apply(self._config, request):

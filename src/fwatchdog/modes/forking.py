@@ -1,0 +1,26 @@
+"""What the two fork-per-request modes share: the program, its environment, the spawner."""
+
+from __future__ import annotations
+
+from fwatchdog.cgi import EnvironmentBuilder
+from fwatchdog.config import Config
+from fwatchdog.logs import Log
+from fwatchdog.process import Program, Spawner
+
+
+class ForkingMode:
+    """Base of streaming and serializing mode: `fprocess` is started anew for each request,
+    so there is nothing to start, and stopping only releases the spawner's threads."""
+
+    def __init__(self, config: Config, log: Log) -> None:
+        self._config = config
+        self._log = log
+        self._program = Program(config.function_argv)
+        self._environment = EnvironmentBuilder.from_config(config)
+        self._spawner = Spawner(config.spawn_threads)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._spawner.close()
