@@ -123,13 +123,15 @@ class StreamingMode(ForkingMode):
                     await feed_off_loop(form, chunk)
             except OSError as error:
                 raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
-        except ClientDisconnectedError:
-            form.close()
-            raise
         except (BodyError, FormError) as error:
             form.close()
+            if isinstance(error, ClientDisconnectedError):
+                raise
             self._refuse_form(request, response, error)
             return
+        except BaseException:  # cancelled: the client left, or write_timeout
+            form.close()
+            raise
         try:
             env = self._environment.build(request, 0)
             if form.stream_environment is None:  # no file part: as multipart=true
