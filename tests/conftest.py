@@ -36,6 +36,53 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `condition` every 10 ms: True once it holds, False if `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+    """Read from `sock` until `marker` has arrived; everything read so far (after `received`).
+
+    Fails the test, naming the marker and what did arrive, if the connection closes first."""
+    while marker not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before {marker!r}; got {received!r}")
+        received += chunk
+    return received
+
+
+def wait_for_pid(pidfile: Path, timeout: float = 10.0) -> int:
+    """The process id a test function wrote to `pidfile`, once it has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pidfile.exists():
+            return int(pidfile.read_text())
+        time.sleep(0.01)
+    raise AssertionError(f"the function never wrote {pidfile}")
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process `pid` has ended: it no longer exists, or is a zombie awaiting its parent.
+
+    Checks once; poll it with `wait_until(lambda: process_gone(pid), timeout)`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True  # reaped between the two looks
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 @dataclass
 class Watchdog:
     """A running fwatchdog process and the means to talk to it."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import socket
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Watchdog, function
+from conftest import Watchdog, function, process_gone, wait_for_pid, wait_until
 
 MiB = 1024 * 1024
 # The watchdog starts at about 30 MiB; streaming any body must not take it much further.
@@ -151,26 +150,6 @@ def assert_health_ok(watchdog: Watchdog) -> None:
     """The server still answers, for functions too slow to ask for an echo."""
     status, _, _ = watchdog.request("GET", "/_/health", timeout=5)
     assert status == 200
-
-
-def wait_for_pid(pidfile: Path, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pidfile.exists():
-            return int(pidfile.read_text())
-        time.sleep(0.01)
-    raise AssertionError(f"the function never wrote {pidfile}")
-
-
-def process_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def in_flight(watchdog: Watchdog) -> float:
@@ -456,7 +435,7 @@ def test_body_stalled_past_read_timeout_kills_function_and_gets_408(
     )
     with connect(watchdog) as sock:
         sock.sendall(post(b"only ten b", content_length=100))
-        pid = wait_for_pid(pidfile)
+        pid = wait_for_pid(pidfile, timeout=5.0)
         started = time.monotonic()
         reader = ResponseReader(sock)
         response = reader.read_response()
@@ -465,7 +444,7 @@ def test_body_stalled_past_read_timeout_kills_function_and_gets_408(
         assert b"read_timeout" in response.body
         assert elapsed < 3.0
         assert reader.closed_by_server()
-    assert process_gone(pid, timeout=2.0), "the function outlived its request"
+    assert wait_until(lambda: process_gone(pid), timeout=2.0), "the function outlived its request"
     assert_health_ok(watchdog)
 
 
@@ -506,7 +485,8 @@ def test_function_silent_past_write_timeout_gets_504_naming_write_timeout(
     assert status == 504
     assert b"write_timeout" in body
     assert elapsed < 2.5
-    assert process_gone(wait_for_pid(pidfile), timeout=2.0), "the function outlived its request"
+    pid = wait_for_pid(pidfile, timeout=5.0)
+    assert wait_until(lambda: process_gone(pid), timeout=2.0), "the function outlived its request"
     assert_health_ok(watchdog)
 
 
@@ -520,9 +500,9 @@ def test_client_disconnect_mid_body_kills_function_and_clears_in_flight(
     watchdog = watchdog_factory(fprocess=function("http_pidfile.sh"), PIDFILE=str(pidfile))
     with connect(watchdog) as sock:
         sock.sendall(post(b"part of the body", content_length=100))
-        pid = wait_for_pid(pidfile)
+        pid = wait_for_pid(pidfile, timeout=5.0)
         assert in_flight(watchdog) == 1
-    assert process_gone(pid, timeout=2.0), "the function outlived its client"
+    assert wait_until(lambda: process_gone(pid), timeout=2.0), "the function outlived its client"
     assert wait_for_in_flight_zero(watchdog, timeout=2.0) == 0
     assert_health_ok(watchdog)
 
@@ -534,9 +514,9 @@ def test_client_disconnect_after_full_body_kills_function_and_clears_in_flight(
     watchdog = watchdog_factory(fprocess=function("http_pidfile.sh"), PIDFILE=str(pidfile))
     with connect(watchdog) as sock:
         sock.sendall(post(b"the whole body"))
-        pid = wait_for_pid(pidfile)
+        pid = wait_for_pid(pidfile, timeout=5.0)
         assert in_flight(watchdog) == 1
-    assert process_gone(pid, timeout=2.0), "the function outlived its client"
+    assert wait_until(lambda: process_gone(pid), timeout=2.0), "the function outlived its client"
     assert wait_for_in_flight_zero(watchdog, timeout=2.0) == 0
     assert_health_ok(watchdog)
 

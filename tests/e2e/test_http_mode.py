@@ -15,11 +15,18 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Watchdog, free_port, function, start_watchdog
+from conftest import (
+    Watchdog,
+    free_port,
+    function,
+    process_gone,
+    read_until,
+    start_watchdog,
+    wait_until,
+)
 
 Factory = Callable[..., Watchdog]
 
@@ -43,15 +50,6 @@ def http_settings(**settings: str) -> dict[str, str]:
         "write_timeout": "10s",
         **settings,
     }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def health(watchdog: Watchdog) -> int:
@@ -86,7 +84,7 @@ def http_factory(watchdog_factory: Factory) -> Iterator[Factory]:
 def start_http(factory: Factory, **settings: str) -> Watchdog:
     """An http mode watchdog whose upstream accepts connections (health 200)."""
     watchdog = factory(**http_settings(**settings))
-    if not wait_until(lambda: health(watchdog) == 200):
+    if not wait_until(lambda: health(watchdog) == 200, timeout=10.0):
         raise AssertionError(f"never healthy:\n{watchdog.log()}")
     return watchdog
 
@@ -121,15 +119,6 @@ def raw_connection(watchdog: Watchdog, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", watchdog.port), timeout=timeout)
 
 
-def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
-    while marker not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed before {marker!r}; got {received!r}")
-        received += chunk
-    return received
-
-
 def read_to_end(sock: socket.socket) -> bytes:
     received = b""
     while chunk := sock.recv(65536):
@@ -153,15 +142,6 @@ def child_pid(watchdog: Watchdog) -> int:
     return int(body)
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie waiting for its parent
-
-
 def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
     """A connection whose request the upstream is busy with for `seconds`."""
     sock = raw_connection(watchdog)
@@ -175,7 +155,7 @@ def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
     watchdog = start_watchdog(tmp_path_factory.mktemp("http-mode"), **http_settings())
     try:
-        if not wait_until(lambda: health(watchdog) == 200):
+        if not wait_until(lambda: health(watchdog) == 200, timeout=10.0):
             raise AssertionError(f"never healthy:\n{watchdog.log()}")
         yield watchdog
     finally:
@@ -275,7 +255,7 @@ def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
     # The listener is open at once, but nothing says healthy yet.
     assert health(watchdog) == 503
     assert not watchdog.lock_path.exists()
-    assert wait_until(lambda: health(watchdog) == 200)
+    assert wait_until(lambda: health(watchdog) == 200, timeout=10.0)
     assert watchdog.lock_path.exists()
     log = watchdog.log()
     assert log.index("Upstream http://127.0.0.1") < log.index("Writing lock-file")
@@ -305,7 +285,7 @@ def test_request_waiting_longer_than_exec_timeout_for_the_upstream_gets_503(
 def test_waiting_for_the_upstream_is_logged_every_few_seconds(http_factory: Factory) -> None:
     watchdog = http_factory(**http_settings(STARTUP_DELAY="2.5"))
     watchdog.wait_for_log("Waiting for the upstream http://127.0.0.1:", timeout=5)
-    assert wait_until(lambda: health(watchdog) == 200)
+    assert wait_until(lambda: health(watchdog) == 200, timeout=10.0)
 
 
 def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(

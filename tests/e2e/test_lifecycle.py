@@ -8,31 +8,12 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Watchdog, function
+from conftest import Watchdog, function, read_until, wait_until
 
 Factory = Callable[..., Watchdog]
 
 SLOW_FUNCTION = function("fn_sleep_from_header.sh")  # sleeps for the X-Sleep header's seconds
 CHUNKED_END = b"0\r\n\r\n"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
-    """Read from `sock` until `marker` has arrived; everything read so far."""
-    while marker not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before {marker!r}; got {received!r}")
-        received += chunk
-    return received
 
 
 def start_slow_request(watchdog: Watchdog, seconds: float) -> tuple[socket.socket, bytes]:

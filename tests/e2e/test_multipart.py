@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Watchdog, free_port, function
+from conftest import Watchdog, free_port, function, wait_until
 
 Factory = Callable[..., Watchdog]
 
@@ -92,13 +92,6 @@ def seen_dir(watchdog: Watchdog) -> Path:
     return Path((watchdog.tmpdir / "form-dir-seen").read_text())
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 def start(factory: Factory, mode: str, **settings: str) -> Watchdog:
     return factory(fprocess=REPORT, mode=mode, multipart="true", **settings)
 
@@ -132,7 +125,7 @@ def test_text_fields_become_http_form_variables_and_stdin_is_empty(
     assert env["CONTENT_LENGTH"] == "0"
     assert result["stdin"] == 0
     assert result["files"] == {}
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -163,7 +156,7 @@ def test_file_parts_are_saved_whole_and_listed_with_their_field(
     )
     assert result["env"]["Http_Form_Dir"].startswith(str(watchdog.tmpdir) + "/fwatchdog-form-")
     assert result["stdin"] == 0
-    wait_until(lambda: not seen_dir(watchdog).exists())
+    assert wait_until(lambda: not seen_dir(watchdog).exists())
 
 
 def test_hostile_filenames_never_write_outside_the_form_directory(
@@ -212,7 +205,7 @@ def test_hostile_filenames_never_write_outside_the_form_directory(
         assert result["files"][saved_name]["sha256"] == sha256(b"data %d" % i)
     # Nothing new anywhere under $TMPDIR but the function's own note; the directory is gone.
     # The directory goes just after the answer; the lock file may appear after the port opens.
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
     after = {p for p in watchdog.tmpdir.rglob("*")}
     assert after - before - {watchdog.lock_path} == {watchdog.tmpdir / "form-dir-seen"}
 
@@ -258,8 +251,8 @@ def test_directory_removed_after_the_function_fails(watchdog_factory: Factory, m
     body = form(file_part(b"f", b"a.bin", b"x" * 1000))
     status, _ = post_form(watchdog, body, headers={"X-Exit": "1"})
     assert status == 500
-    wait_until(lambda: not seen_dir(watchdog).exists())
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: not seen_dir(watchdog).exists())
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -268,8 +261,8 @@ def test_directory_removed_after_exec_timeout(watchdog_factory: Factory, mode: s
     body = form(file_part(b"f", b"a.bin", b"x" * 1000))
     status, _ = post_form(watchdog, body, headers={"X-Sleep": "10"})
     assert status in (500, 504)
-    wait_until(lambda: not seen_dir(watchdog).exists())
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: not seen_dir(watchdog).exists())
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -284,8 +277,8 @@ def test_directory_removed_when_the_client_leaves_mid_form(
     ).encode()
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
         sock.sendall(head + start_of_form)
-        wait_until(lambda: any(d.glob("big.bin") for d in form_dirs(watchdog)))
-    wait_until(lambda: form_dirs(watchdog) == [])
+        assert wait_until(lambda: any(d.glob("big.bin") for d in form_dirs(watchdog)))
+    assert wait_until(lambda: form_dirs(watchdog) == [])
     assert not (watchdog.tmpdir / "form-dir-seen").exists()
 
 
@@ -316,7 +309,7 @@ def test_malformed_form_is_400_and_the_function_never_answers(
     assert status == 400, answer
     assert answer.count(b"\n") <= 1 and answer.strip(), answer
     assert not (watchdog.tmpdir / "form-dir-seen").exists()
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
     # The connection's next request is still served.
     assert report(watchdog, GOOD)["env"]["Http_Form_a"] == "1"
 
@@ -335,7 +328,7 @@ def test_more_parts_than_multipart_max_parts_is_413(
     assert status == 413
     assert b"more than 3 parts" in answer
     assert not (watchdog.tmpdir / "form-dir-seen").exists()
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 @pytest.mark.parametrize(("mode", "multipart"), VARIANTS)
@@ -355,7 +348,7 @@ def test_text_fields_over_multipart_max_fields_size_is_413(
     )
     assert status == 413
     assert b"larger than 10 bytes" in answer
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 # --- other requests are untouched -----------------------------------------------------------------
@@ -421,10 +414,10 @@ def test_directory_removed_when_the_client_leaves_while_the_function_runs(
     ).encode()
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
         sock.sendall(head + body)
-        wait_until(lambda: (watchdog.tmpdir / "form-dir-seen").exists())
+        assert wait_until(lambda: (watchdog.tmpdir / "form-dir-seen").exists())
         assert seen_dir(watchdog).is_dir()
     # At the latest when the function ends by itself.
-    wait_until(lambda: form_dirs(watchdog) == [], timeout=8)
+    assert wait_until(lambda: form_dirs(watchdog) == [], timeout=8)
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -465,7 +458,7 @@ def test_a_2_gib_file_part_is_decoded_in_constant_memory(
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert expected.encode() in answer
     assert watchdog.vmhwm_kib() < 40 * 1024
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 # --- multipart=stream -----------------------------------------------------------------------------
@@ -498,7 +491,7 @@ def test_stream_sends_the_first_file_part_to_stdin_and_saves_later_parts(
     assert lines[1] == "content_length=unset"
     assert lines[2] == f"stdin {sha256(first)}"
     assert lines[3:] == [f"file thumb.png {sha256(second)}"]
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 def test_stream_starts_the_function_before_the_form_has_arrived(
@@ -535,7 +528,7 @@ def test_stream_form_cut_off_kills_the_function_and_answers_400(
     status, answer = post_form(watchdog, body[:-40])
     assert status == 400, answer
     assert b"cut off" in answer
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 def test_stream_without_a_file_part_runs_like_multipart_true(watchdog_factory: Factory) -> None:
@@ -546,7 +539,7 @@ def test_stream_without_a_file_part_runs_like_multipart_true(watchdog_factory: F
     assert lines[0] == "started field= name= type= title=only text after=unset"
     assert lines[1] == "content_length=0"
     assert lines[2] == f"stdin {sha256(b'')}"
-    wait_until(lambda: form_dirs(watchdog) == [])
+    assert wait_until(lambda: form_dirs(watchdog) == [])
 
 
 def test_stream_client_leaving_mid_form_kills_the_function_and_removes_the_directory(
@@ -563,8 +556,8 @@ def test_stream_client_leaving_mid_form_kills_the_function_and_removes_the_direc
     ).encode()
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
         sock.sendall(head + start_of_form)
-        wait_until(lambda: any(d.glob("b.bin") for d in form_dirs(watchdog)))
-    wait_until(lambda: form_dirs(watchdog) == [])
+        assert wait_until(lambda: any(d.glob("b.bin") for d in form_dirs(watchdog)))
+    assert wait_until(lambda: form_dirs(watchdog) == [])
     # Killed while waiting for stdin's end: it never got to list the directory.
     time.sleep(0.2)
     assert not (watchdog.tmpdir / "form-dir-seen").exists()
@@ -635,7 +628,7 @@ def test_example_upload_page_posts_a_form_the_hash_function_reads(
         "title: Summer \u2600\n"
         f"file: beach photo.jpg (image/jpeg, {len(photo)} bytes) sha256={sha256(photo)}\n"
     )
-    wait_until(lambda: form_dirs(hasher) == [])
+    assert wait_until(lambda: form_dirs(hasher) == [])
 
 
 def test_http_mode_passes_a_form_through_unchanged_with_multipart_true(

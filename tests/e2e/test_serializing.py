@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Watchdog, environment_of, function
+from conftest import Watchdog, environment_of, function, process_gone, wait_for_pid, wait_until
 
 Factory = Callable[..., Watchdog]
 
@@ -214,29 +214,6 @@ def test_serializing_exec_timeout_kills_the_whole_group_and_answers_signal_kille
     assert "exec_timeout (500ms) exceeded: signal: killed" in watchdog.wait_for_log("exceeded")
 
 
-def wait_for_pid(pidfile: Path, timeout: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pidfile.exists():
-            return int(pidfile.read_text())
-        time.sleep(0.02)
-    raise AssertionError(f"the function never wrote {pidfile}")
-
-
-def process_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"):
-            return True  # killed, waiting to be reaped
-        time.sleep(0.02)
-    return False
-
-
 def test_serializing_client_gone_kills_the_function(
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:
@@ -247,7 +224,7 @@ def test_serializing_client_gone_kills_the_function(
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
         pid = wait_for_pid(pidfile)
-    assert process_gone(pid, timeout=5.0), "the function outlived its client"
+    assert wait_until(lambda: process_gone(pid), timeout=5.0), "the function outlived its client"
     watchdog.wait_for_log(" - 499 - ")
 
 

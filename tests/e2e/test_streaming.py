@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import Watchdog, environment_of, function
+from conftest import Watchdog, environment_of, function, read_until
 
 Factory = Callable[..., Watchdog]
 
@@ -38,16 +38,6 @@ def send_head(watchdog: Watchdog, head: str, timeout: float = 10.0) -> socket.so
     sock = socket.create_connection(("127.0.0.1", watchdog.port), timeout=timeout)
     sock.sendall(head.encode() + b"\r\n")
     return sock
-
-
-def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
-    """Read from `sock` until `marker` has arrived; everything read so far."""
-    while marker not in received:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before {marker!r}; got {received!r}")
-        received += chunk
-    return received
 
 
 def log_lines(watchdog: Watchdog) -> list[str]:
