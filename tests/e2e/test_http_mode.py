@@ -789,7 +789,12 @@ def test_child_exiting_during_the_drain_does_not_cut_requests_in_flight(
     http_factory: Factory,
 ) -> None:
     # The wrapper script is the group's leader; the server it started runs on without it.
-    watchdog = start_http(http_factory, fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}")
+    # healthcheck_interval keeps the listener open long enough after SIGTERM to see the 503.
+    watchdog = start_http(
+        http_factory,
+        fprocess=f"/bin/sh {WRAPPER} {sys.executable} {SERVER}",
+        healthcheck_interval="2s",
+    )
     server_pid = child_pid(watchdog)
     leader_pid = os.getpgid(server_pid)
     assert leader_pid != server_pid

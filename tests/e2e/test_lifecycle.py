@@ -31,6 +31,13 @@ def probe(watchdog: Watchdog, path: str, method: str = "GET") -> tuple[int, byte
     return status, body
 
 
+def serving(watchdog: Watchdog) -> Watchdog:
+    """Once the watchdog has started its mode and written the lock file: the port opens a
+    moment before that, and a probe sent in between is rightly answered 503."""
+    assert wait_until(lambda: probe(watchdog, "/_/health")[0] == 200), watchdog.log()
+    return watchdog
+
+
 # --- /_/health and the lock file ------------------------------------------------------------------
 
 
@@ -73,7 +80,7 @@ def test_suppress_lock_writes_no_lock_file_and_is_healthy_from_the_start(
     watchdog_factory: Factory,
 ) -> None:
     watchdog = watchdog_factory(fprocess="cat", suppress_lock="true")
-    assert probe(watchdog, "/_/health") == (200, b"OK")
+    assert wait_until(lambda: probe(watchdog, "/_/health") == (200, b"OK"))
     assert not watchdog.lock_path.exists()
     assert watchdog.terminate() == 0
     assert not watchdog.lock_path.exists()
@@ -83,14 +90,14 @@ def test_suppress_lock_writes_no_lock_file_and_is_healthy_from_the_start(
 
 
 def test_ready_is_ok_when_healthy(watchdog_factory: Factory) -> None:
-    watchdog = watchdog_factory(fprocess="cat")
+    watchdog = serving(watchdog_factory(fprocess="cat"))
     assert probe(watchdog, "/_/ready") == (200, b"OK")
 
 
 def test_max_inflight_full_makes_ready_and_requests_429_until_a_request_ends(
     watchdog_factory: Factory,
 ) -> None:
-    watchdog = watchdog_factory(fprocess=SLOW_FUNCTION, max_inflight="1")
+    watchdog = serving(watchdog_factory(fprocess=SLOW_FUNCTION, max_inflight="1"))
     assert probe(watchdog, "/_/ready")[0] == 200
     sock, received = start_slow_request(watchdog, 2)
     with sock:
@@ -108,7 +115,7 @@ def test_max_inflight_full_makes_ready_and_requests_429_until_a_request_ends(
 
 
 def test_ready_path_asks_the_function_at_that_path(watchdog_factory: Factory) -> None:
-    watchdog = watchdog_factory(fprocess="env", ready_path="/ready-check")
+    watchdog = serving(watchdog_factory(fprocess="env", ready_path="/ready-check"))
     status, body = probe(watchdog, "/_/ready")
     assert status == 200
     output = body.decode().splitlines()
