@@ -350,6 +350,38 @@ def test_afterburn_client_leaving_mid_body_gets_a_fresh_process(watchdog_factory
     assert watchdog.request("GET", "/pid")[2] != before
 
 
+def test_afterburn_client_leaving_mid_answer_keeps_the_process(watchdog_factory: Factory):
+    """The whole request reached the function: its answer is read to the end into nothing,
+    and the same process serves the next request (no respawn, no error)."""
+    watchdog = afterburn(watchdog_factory, RAW)
+    before = watchdog.request("GET", "/pid")[2]
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"part 0" in sock.recv(65536)  # the first of three chunks, 0.3 s apart
+    status, _, body = watchdog.request("POST", "/echo", b"next", timeout=5)
+    assert (status, body) == (200, b"POST /echo next")
+    assert watchdog.request("GET", "/pid")[2] == before
+    log = watchdog.log()
+    assert "in place of" not in log
+    assert "GET /stream - 499 - " in log or "GET /stream - 200 - " in log
+
+
+def test_afterburn_clients_closing_as_soon_as_answered_never_cost_a_respawn(
+    watchdog_factory: Factory,
+):
+    watchdog = afterburn(watchdog_factory, RAW)
+    pids = set()
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+            sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.split(b"\r\n\r\n", 1)[1]:
+                reply += sock.recv(65536)
+        pids.add(reply.split(b"\r\n\r\n", 1)[1])
+    assert len(pids) == 1
+    assert "in place of" not in watchdog.log()
+
+
 def test_afterburn_processes_is_listed_by_help():
     done = subprocess.run(
         [PYTHON, "-m", "fwatchdog", "--help"],

@@ -5,8 +5,9 @@ its exec_timeout) for an idle one, goes into its stdin as an HTTP/1.1 request wi
 `Content-Length`, and its answer is parsed from stdout and relayed as it comes; one exchange
 per process at a time, so bytes of two requests never interleave on a pipe. A process whose
 stream can no longer be trusted (garbage, an unframed response, `exec_timeout`, a client
-that left mid-exchange) is killed and replaced; one that dies on its own fails the request
-(502) and the watchdog (`failed`).
+that left before its whole request reached the function) is killed and replaced; one whose
+client left later finishes its answer into nothing and serves on. One that dies on its own
+fails the request (502) and the watchdog (`failed`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class AfterburnMode:
         self._program = Program(config.function_argv)
         self._idle: asyncio.Queue[AfterburnProcess] = asyncio.Queue()
         self._processes: set[AfterburnProcess] = set()
+        self._unwatched: set[asyncio.Task[None]] = set()  # exchanges whose client has gone
         self._stopping = False
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -112,12 +114,22 @@ class AfterburnMode:
                 return
             process = replaced
         returned = False
+        exchange = asyncio.ensure_future(process.exchange(request, response, body))
         try:
             async with asyncio.timeout_at(deadline):
-                await process.exchange(request, response, body)
+                await asyncio.shield(exchange)
             if not process.desynced:
                 self._idle.put_nowait(process)
                 returned = True
+        except asyncio.CancelledError:
+            if process.request_delivered:
+                # The client left (or write_timeout passed) once its whole request had reached
+                # the function, often just as the answer ended: the rest of the answer, if any,
+                # is read into nothing, and the process serves on instead of being replaced.
+                process.drop_client()
+                self._finish_unwatched(process, exchange, deadline)
+                returned = True
+            raise
         except TimeoutError:
             reason = f"exec_timeout ({format_duration(exec_timeout)}) exceeded: function killed"
             self._answer_failure(request, response, 504, reason)
@@ -135,11 +147,39 @@ class AfterburnMode:
             self._answer_failure(request, response, 408, str(error))
         finally:
             if not returned:
-                # A failed, timed-out or abandoned (client gone, write_timeout) exchange
-                # leaves the stream in an unknown state: start over with a fresh process.
+                # A failed or timed-out exchange, or one abandoned before the function had the
+                # whole request, leaves the stream in an unknown state: start over.
+                if not exchange.done():
+                    exchange.cancel()
                 fresh = self._replace(process)
                 if fresh is not None:
                     self._idle.put_nowait(fresh)
+
+    def _finish_unwatched(
+        self, process: AfterburnProcess, exchange: asyncio.Future[None], deadline: float | None
+    ) -> None:
+        """Let an exchange whose client has gone end (within its deadline), then give the
+        process back, or replace it if the exchange failed."""
+
+        async def finish() -> None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(exchange)
+                healthy = not process.desynced
+            except (TimeoutError, ExchangeError, BodyError):
+                healthy = False
+            if healthy:
+                self._idle.put_nowait(process)
+                return
+            if not exchange.done():
+                exchange.cancel()
+            fresh = self._replace(process)
+            if fresh is not None:
+                self._idle.put_nowait(fresh)
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._unwatched.add(task)
+        task.add_done_callback(self._unwatched.discard)
 
     def _replace(self, process: AfterburnProcess) -> AfterburnProcess | None:
         """Kill `process` and start another in its place.

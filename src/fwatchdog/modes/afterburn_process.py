@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httptools
 
-from fwatchdog.http.request import Request
+from fwatchdog.http.request import ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.pipes import PipeReader, PipeWriter
@@ -33,6 +33,33 @@ _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date"))
 BODY_SETTLE = 1.0
 # After the process is told to stop (SIGTERM), how long before its group is killed.
 STOP_GRACE = 2.0
+
+
+class _NoClient:
+    """Where the rest of an answer goes once its client has left: nowhere (`drop_client`)."""
+
+    writable = True
+
+    def write(self, data: bytes) -> None:
+        return None
+
+    def writelines(self, parts: list[bytes]) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        callback()
+
+    def abort(self) -> None:
+        return None
+
+    async def lend_socket(self) -> int:
+        raise ClientDisconnectedError("the client has left")
+
+    def switch_protocols(self, head: bytes, protocol: asyncio.Protocol) -> asyncio.Transport:
+        raise ClientDisconnectedError("the client has left")
 
 
 class ExchangeError(Exception):
@@ -63,6 +90,9 @@ class AfterburnProcess:
         self._interim = False
         self._pending: list[bytes] = []
         self.desynced = False  # stdout carried bytes no request asked for
+        # The whole request of the exchange in progress has been handed to stdin: if its
+        # client leaves now, the answer can still be read to its end and the process kept.
+        self.request_delivered = False
         self._stdout.start()
 
     @classmethod
@@ -103,10 +133,12 @@ class AfterburnProcess:
         length = len(body) if body is not None else (request.content_length or 0)
         head = _request_head(request, "GET" if head_only else request.method, length)
         feeder: asyncio.Task[None] | None = None
+        self.request_delivered = False
         try:
             if body is not None or length == 0:
                 if not self._stdin.write(head + body if body else head):
                     feeder = self._loop.create_task(self._stdin.drain())
+                self.request_delivered = True
             else:
                 feeder = self._loop.create_task(self._feed(head, request, length))
                 # A body that fails (client gone, read_timeout) must end the wait at once.
@@ -131,6 +163,12 @@ class AfterburnProcess:
             self._done = None
             self._stdout.resume()
 
+    def drop_client(self) -> None:
+        """The client left after its whole request reached the function: the rest of the
+        answer is read to its end and dropped, so that the process can serve the next one."""
+        if self._response is not None:
+            self._response = Response(_NoClient(), "GET", "1.1", keep_alive=False)
+
     def _on_feeder_done(self, feeder: asyncio.Task[None]) -> None:
         done = self._done
         if feeder.cancelled() or done is None or done.done():
@@ -149,7 +187,9 @@ class AfterburnProcess:
             if not chunk:
                 break
             left -= len(chunk)
-            if not stdin.write(chunk):
+            delivered = stdin.write(chunk)
+            self.request_delivered = left <= 0
+            if not delivered:
                 await stdin.drain()
             if stdin.broken:
                 return
