@@ -254,6 +254,23 @@ def test_static_pipelined_requests_mixing_cached_and_uncached_answers_keep_their
     assert replies[2].body == b"OK"
 
 
+def test_static_request_pipelined_behind_a_closing_response_is_neither_answered_nor_logged(
+    served: Watchdog,
+) -> None:
+    raw_get(served, "/hello.txt?warm")  # now in the cache: both would be answered at once
+    batch = b"GET /hello.txt?first HTTP/1.0\r\n\r\nGET /hello.txt?second HTTP/1.0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(batch)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == 1
+    served.wait_for_log("GET /hello.txt?first - 200")
+    raw_get(served, "/hello.txt?after")
+    log = served.wait_for_log("GET /hello.txt?after - 200")
+    assert "?second" not in log
+
+
 @pytest.mark.parametrize(
     ("name", "content_type"),
     [

@@ -2,8 +2,9 @@
 
 Requests on a connection are answered one at a time, in order (pipelining). A request whose
 whole message arrived in one read, on a connection with nothing else to answer, is first
-offered to the handler's `answer_now`, which may answer it synchronously from the parser
-callback: no Task, no await, for probes and cached files. Reading stops
+offered to the handler's `answer_now`, which may answer it from the parser callback (probes,
+cached files) or start an answer that callbacks finish (http mode): no task, no await; the
+connection holds later requests until that answer is done. Reading stops
 whenever the current body has more than a small window buffered or too many requests wait,
 and writing producers wait while the socket's buffer is above its high-water mark, so neither
 a slow client nor a slow function makes the watchdog hold more than a fixed amount.
@@ -269,6 +270,8 @@ class HttpConnection(asyncio.Protocol):
             remote_addr=self.remote_addr,
         )
         self._current_body = body
+        if self._closed:
+            return  # pipelined behind a response that closed the connection: never answered
         if (
             self._runner is None
             and self._pending is None
