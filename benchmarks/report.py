@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,9 +38,12 @@ class ScenarioRuns:
         self.runs.setdefault(label, []).append(run)
 
     def median(self, label: str, metric: Metric) -> float | None:
-        """Median of the successful runs' value, or None when none succeeded."""
+        """Median of the successful runs' value, or None when none succeeded (or the watchdog
+        has nothing to measure there: NaN, e.g. afterburn for the Go of-watchdog)."""
         values = [
-            run.values[metric.key] for run in self.runs.get(label, []) if run.values is not None
+            run.values[metric.key]
+            for run in self.runs.get(label, [])
+            if run.values is not None and not math.isnan(run.values[metric.key])
         ]
         return statistics.median(values) if values else None
 
@@ -52,7 +56,7 @@ class ScenarioRuns:
         by_round: dict[int, dict[str, float]] = {}
         for label in (OURS, REFERENCE):
             for run in self.runs.get(label, []):
-                if run.values is not None:
+                if run.values is not None and not math.isnan(run.values[metric.key]):
                     by_round.setdefault(run.round, {})[label] = run.values[metric.key]
         ratios = [
             pair[OURS] / pair[REFERENCE]
@@ -79,7 +83,9 @@ def _cell(results: ScenarioRuns, label: str, metric: Metric) -> str:
     value = results.median(label, metric)
     failed = results.failures(label)
     if value is None:
-        return f"failed {failed}/{len(runs)}" if runs else "-"
+        if not failed:
+            return "n/a" if runs else "-"  # runs that had nothing to measure here
+        return f"failed {failed}/{len(runs)}"
     text = f"{value:,.{metric.decimals}f}"
     return f"{text} ({failed} failed)" if failed else text
 
