@@ -8,6 +8,7 @@ matplotlib (a benchmark-only dependency: `pip install '.[bench]'`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ def advantages(document: dict[str, Any]) -> list[tuple[str, float]]:
         for metric in scenario["metrics"].values():
             median = metric["median"]
             ours, reference = median.get("ours"), median.get("reference")
-            if not ours or not reference:
-                continue
+            if not ours or not reference or math.isnan(ours) or math.isnan(reference):
+                continue  # not measured on both (NaN: the reference has no such mode)
             better = ours / reference if metric["higher_is_better"] else reference / ours
             rows.append((f"{metric['title']} [{name}]", better))
     return rows
