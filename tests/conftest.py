@@ -83,6 +83,20 @@ def process_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def http_mode_settings(**settings: str) -> dict[str, str]:
+    """Settings for http mode in front of tests/functions/httpmode_server.py on a free port."""
+    upstream_port = free_port()
+    return {
+        "mode": "http",
+        "fprocess": f"{sys.executable} {function('httpmode_server.py')}",
+        "upstream_url": f"http://127.0.0.1:{upstream_port}",
+        "UPSTREAM_PORT": str(upstream_port),
+        "exec_timeout": "10s",
+        "write_timeout": "10s",
+        **settings,
+    }
+
+
 @dataclass
 class Watchdog:
     """A running fwatchdog process and the means to talk to it."""

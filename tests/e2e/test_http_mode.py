@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from conftest import (
     Watchdog,
-    free_port,
     function,
+    http_mode_settings,
     process_gone,
     read_until,
     start_watchdog,
@@ -36,20 +36,6 @@ INTERNAL = "of-watchdog"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def http_settings(**settings: str) -> dict[str, str]:
-    """Settings for http mode in front of the test server on a free port."""
-    upstream_port = free_port()
-    return {
-        "mode": "http",
-        "fprocess": f"{sys.executable} {SERVER}",
-        "upstream_url": f"http://127.0.0.1:{upstream_port}",
-        "UPSTREAM_PORT": str(upstream_port),
-        "exec_timeout": "10s",
-        "write_timeout": "10s",
-        **settings,
-    }
 
 
 def health(watchdog: Watchdog) -> int:
@@ -83,7 +69,7 @@ def http_factory(watchdog_factory: Factory) -> Iterator[Factory]:
 
 def start_http(factory: Factory, **settings: str) -> Watchdog:
     """An http mode watchdog whose upstream accepts connections (health 200)."""
-    watchdog = factory(**http_settings(**settings))
+    watchdog = factory(**http_mode_settings(**settings))
     if not wait_until(lambda: health(watchdog) == 200, timeout=10.0):
         raise AssertionError(f"never healthy:\n{watchdog.log()}")
     return watchdog
@@ -153,7 +139,7 @@ def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
 # One watchdog for the tests that leave it as they found it.
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
-    watchdog = start_watchdog(tmp_path_factory.mktemp("http-mode"), **http_settings())
+    watchdog = start_watchdog(tmp_path_factory.mktemp("http-mode"), **http_mode_settings())
     try:
         if not wait_until(lambda: health(watchdog) == 200, timeout=10.0):
             raise AssertionError(f"never healthy:\n{watchdog.log()}")
@@ -251,7 +237,7 @@ def test_requests_after_the_child_exited_get_502_naming_the_exit(
 def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
     http_factory: Factory,
 ) -> None:
-    watchdog = http_factory(**http_settings(STARTUP_DELAY="1.0"))
+    watchdog = http_factory(**http_mode_settings(STARTUP_DELAY="1.0"))
     # The listener is open at once, but nothing says healthy yet.
     assert health(watchdog) == 503
     assert not watchdog.lock_path.exists()
@@ -264,7 +250,7 @@ def test_health_and_lock_file_wait_until_the_upstream_accepts_connections(
 def test_request_sent_before_the_upstream_listens_waits_and_succeeds(
     http_factory: Factory,
 ) -> None:
-    watchdog = http_factory(**http_settings(STARTUP_DELAY="1.0"))
+    watchdog = http_factory(**http_mode_settings(STARTUP_DELAY="1.0"))
     began = time.monotonic()
     status, _, body = request(watchdog, "POST", "/echo", b"early")
     assert status == 200
@@ -275,7 +261,7 @@ def test_request_sent_before_the_upstream_listens_waits_and_succeeds(
 def test_request_waiting_longer_than_exec_timeout_for_the_upstream_gets_503(
     http_factory: Factory,
 ) -> None:
-    watchdog = http_factory(**http_settings(STARTUP_DELAY="5", exec_timeout="300ms"))
+    watchdog = http_factory(**http_mode_settings(STARTUP_DELAY="5", exec_timeout="300ms"))
     began = time.monotonic()
     status, headers, body = request(watchdog, "GET", "/echo")
     assert_internal_error(status, headers, body, 503)
@@ -283,7 +269,7 @@ def test_request_waiting_longer_than_exec_timeout_for_the_upstream_gets_503(
 
 
 def test_waiting_for_the_upstream_is_logged_every_few_seconds(http_factory: Factory) -> None:
-    watchdog = http_factory(**http_settings(STARTUP_DELAY="2.5"))
+    watchdog = http_factory(**http_mode_settings(STARTUP_DELAY="2.5"))
     watchdog.wait_for_log("Waiting for the upstream http://127.0.0.1:", timeout=5)
     assert wait_until(lambda: health(watchdog) == 200, timeout=10.0)
 
@@ -291,7 +277,7 @@ def test_waiting_for_the_upstream_is_logged_every_few_seconds(http_factory: Fact
 def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(
     http_factory: Factory,
 ) -> None:
-    watchdog = http_factory(wait=False, **http_settings(UPSTREAM_PORT="not-a-port"))
+    watchdog = http_factory(wait=False, **http_mode_settings(UPSTREAM_PORT="not-a-port"))
     assert watchdog.process.wait(10) == 1
     log = watchdog.log()
     assert "fprocess exited before http://127.0.0.1:" in log
@@ -300,7 +286,7 @@ def test_child_that_exits_before_listening_stops_start_up_with_its_exit_status(
 
 
 def test_fprocess_that_cannot_start_stops_start_up_naming_it(http_factory: Factory) -> None:
-    settings = http_settings(fprocess="/no/such/server")
+    settings = http_mode_settings(fprocess="/no/such/server")
     watchdog = http_factory(wait=False, **settings)
     assert watchdog.process.wait(10) == 1
     assert '"/no/such/server"' in watchdog.log()

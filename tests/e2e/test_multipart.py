@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Watchdog, free_port, function, wait_until
+from conftest import Watchdog, function, http_mode_settings, wait_until
 
 Factory = Callable[..., Watchdog]
 
@@ -635,15 +635,7 @@ def test_http_mode_passes_a_form_through_unchanged_with_multipart_true(
     watchdog_factory: Factory,
 ) -> None:
     # The upstream's /echo reports the body it received: the form, byte for byte.
-    upstream_port = free_port()
-    watchdog = watchdog_factory(
-        mode="http",
-        fprocess=f"{sys.executable} {function('httpmode_server.py')}",
-        upstream_url=f"http://127.0.0.1:{upstream_port}",
-        UPSTREAM_PORT=str(upstream_port),
-        multipart="true",
-        exec_timeout="5s",
-    )
+    watchdog = watchdog_factory(**http_mode_settings(multipart="true", exec_timeout="5s"))
     deadline = time.monotonic() + 10
     while watchdog.request("GET", "/_/health")[0] != 200:
         assert time.monotonic() < deadline, watchdog.log()

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import random
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Watchdog, free_port, function, wait_until
+from conftest import Watchdog, http_mode_settings, wait_until
 
 Factory = Callable[..., Watchdog]
 
@@ -52,14 +51,7 @@ def start_mode(factory: Factory, mode: str, tmp_path: Path) -> Watchdog:
         (tmp_path / "hello.txt").write_bytes(b"hello\n")
         return factory(mode="static", static_path=str(tmp_path), read_timeout="1s")
     if mode == "http":
-        upstream_port = free_port()
-        watchdog = factory(
-            mode="http",
-            fprocess=f"{sys.executable} {function('httpmode_server.py')}",
-            upstream_url=f"http://127.0.0.1:{upstream_port}",
-            UPSTREAM_PORT=str(upstream_port),
-            read_timeout="1s",
-        )
+        watchdog = factory(**http_mode_settings(read_timeout="1s"))
         assert wait_until(lambda: watchdog.request("GET", "/_/health")[0] == 200, timeout=10)
         return watchdog
     return factory(fprocess="cat", read_timeout="1s")
