@@ -67,7 +67,7 @@ class Router:
         max_inflight = self._config.max_inflight
         if max_inflight and self.in_flight >= max_inflight:
             started = time.perf_counter()
-            response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
+            self._refuse_past_max_inflight(response)
             self._record(request, response, time.perf_counter() - started)
             return True
         answer = self._mode_answer_now
@@ -144,7 +144,7 @@ class Router:
         self._metrics.in_flight += 1
         try:
             if max_inflight and self.in_flight > max_inflight:
-                response.send_text(429, f"Too Many Requests: max_inflight ({max_inflight}) reached")
+                self._refuse_past_max_inflight(response)
             else:
                 await self._handle_within_write_timeout(request, response)
             if not response.finished:
@@ -153,6 +153,10 @@ class Router:
             self.in_flight -= 1
             self._metrics.in_flight -= 1
             self._record(request, response, time.perf_counter() - started)
+
+    def _refuse_past_max_inflight(self, response: Response) -> None:
+        limit = self._config.max_inflight
+        response.send_text(429, f"Too Many Requests: max_inflight ({limit}) reached")
 
     async def _handle_within_write_timeout(self, request: Request, response: Response) -> None:
         """`write_timeout` bounds the whole response, as Go's http.Server.WriteTimeout does."""

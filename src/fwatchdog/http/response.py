@@ -107,9 +107,8 @@ def status_line(status: int) -> bytes:
 def prepared_head(status: int, headers: list[tuple[str, str]]) -> bytes:
     """Encode a head once for `Response.send_prepared`: status line and `headers` as given
     (Content-Length among them), without Date, Connection or the closing blank line."""
-    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    return "".join(lines).encode("latin-1")
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return status_line(status) + fields.encode("latin-1")
 
 
 class WriteControl(Protocol):
@@ -256,13 +255,19 @@ class Response:
         else:
             self._chunked = True
             framing = b"Transfer-Encoding: chunked\r\n"
-        if not self.keep_alive and not self._http10:
-            framing += b"Connection: close\r\n"
-        elif self.keep_alive and self._http10:
-            framing += b"Connection: keep-alive\r\n"
+        framing += self._connection_line()
         if self._is_head:
             self._remaining = 0  # the length is announced, never sent
         return b"".join((status_line(status), fields, framing, date_line_ending_head()))
+
+    def _connection_line(self) -> bytes:
+        """Connection, when the version's default is not what happens: close on HTTP/1.1,
+        keep-alive on HTTP/1.0."""
+        if not self.keep_alive and not self._http10:
+            return b"Connection: close\r\n"
+        if self.keep_alive and self._http10:
+            return b"Connection: keep-alive\r\n"
+        return b""
 
     def write_nowait(self, data: bytes) -> bool:
         """Send body bytes now; returns False when the client is not keeping up."""
@@ -415,11 +420,7 @@ class Response:
         self.status = status
         self.started = True
         self._remaining = 0
-        end = date_line_ending_head()
-        if not self.keep_alive and not self._http10:
-            end = b"Connection: close\r\n" + end
-        elif self.keep_alive and self._http10:
-            end = b"Connection: keep-alive\r\n" + end
+        end = self._connection_line() + date_line_ending_head()
         if self._is_head or not body or status in NO_BODY_STATUSES:
             self._conn.writelines([head, end])
         else:
