@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
+from fwatchdog.http.connection import AnswerNow
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 
@@ -20,9 +20,6 @@ class Mode(Protocol):
 
     async def stop(self) -> None:
         """Release what `start` acquired."""
-
-
-AnswerNow = Callable[[Request, Response], bool]
 
 
 def answer_now_of(mode: Mode) -> AnswerNow | None:
