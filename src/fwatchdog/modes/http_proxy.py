@@ -194,19 +194,23 @@ class HttpMode:
 
     def _framed(self, request: Request, head_lines: list[str], body: bytes) -> list[bytes]:
         """Head and whole body as written upstream, framed as `_proxy` frames a streamed one."""
-        has_body = request.chunked or request.content_length is not None
-        if has_body and self._buffer_body:
-            head_lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        elif request.chunked:
-            head_lines.append("Transfer-Encoding: chunked\r\n\r\n")
-            head = "".join(head_lines).encode("latin-1")
+        framing = self._framing(request, body)
+        head = ("".join(head_lines) + framing).encode("latin-1")
+        if framing.startswith("Transfer-Encoding"):
             return [head, *encode_chunk(body), LAST_CHUNK] if body else [head, LAST_CHUNK]
-        elif has_body:
-            head_lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        else:
-            head_lines.append("\r\n")
-        head = "".join(head_lines).encode("latin-1")
         return [head, body] if body else [head]
+
+    def _framing(self, request: Request, whole_body: bytes | None) -> str:
+        """The framing line and blank line that end the head towards the upstream: with
+        buffer_http the whole body's Content-Length; else chunked when the client's body was,
+        its Content-Length when it had one, nothing for a request without a body."""
+        if not request.chunked and request.content_length is None:
+            return "\r\n"
+        if self._buffer_body and whole_body is not None:
+            return f"Content-Length: {len(whole_body)}\r\n\r\n"
+        if request.chunked:
+            return "Transfer-Encoding: chunked\r\n\r\n"
+        return f"Content-Length: {request.content_length}\r\n\r\n"
 
     def _upstream_failed(
         self, request: Request, response: Response, error: UpstreamError, started: float
@@ -272,13 +276,7 @@ class HttpMode:
         buffered: bytes | None = None
         if has_body and self._buffer_body:
             buffered = await body.read_all()
-            head_lines.append(f"Content-Length: {len(buffered)}\r\n\r\n")
-        elif request.chunked:
-            head_lines.append("Transfer-Encoding: chunked\r\n\r\n")
-        elif has_body:
-            head_lines.append(f"Content-Length: {request.content_length}\r\n\r\n")
-        else:
-            head_lines.append("\r\n")
+        head_lines.append(self._framing(request, buffered))
         head = "".join(head_lines).encode("latin-1")
         exchange = _Exchange(request, response, started, self._loop)
         try:
