@@ -72,12 +72,9 @@ async def read_form(request: Request, config: Config) -> Form:
     )
     body = request.body
     try:
-        try:
-            while chunk := await body.read():
-                await feed_off_loop(form, chunk)
-            form.finish()
-        except OSError as error:
-            raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
+        while chunk := await body.read():
+            await feed_off_loop(form, chunk)
+        form.finish()
     except FormError:
         form.close()
         body.discard()
@@ -94,11 +91,14 @@ async def feed_off_loop(form: Form, chunk: bytes) -> None:
 
     If the request is cancelled meanwhile (client gone, write_timeout), the feed still runs to
     its end before the cancellation goes on, so that `form.close()` never closes a descriptor
-    the thread is writing to (its number could already name another file or socket).
+    the thread is writing to (its number could already name another file or socket). A disk
+    error saving a part becomes FormError 500.
     """
     future = asyncio.get_running_loop().run_in_executor(None, form.feed, chunk)
     try:
         await asyncio.shield(future)
+    except OSError as error:
+        raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
     except asyncio.CancelledError:
         while not future.done():
             with contextlib.suppress(asyncio.CancelledError):

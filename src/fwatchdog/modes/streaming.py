@@ -114,15 +114,12 @@ class StreamingMode(ForkingMode):
             self._refuse_form(request, response, error)
             return
         try:
-            try:
-                while form.stream_environment is None:
-                    chunk = await body.read()
-                    if not chunk:
-                        form.finish()
-                        break
-                    await feed_off_loop(form, chunk)
-            except OSError as error:
-                raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
+            while form.stream_environment is None:
+                chunk = await body.read()
+                if not chunk:
+                    form.finish()
+                    break
+                await feed_off_loop(form, chunk)
         except (BodyError, FormError) as error:
             form.close()
             if isinstance(error, ClientDisconnectedError):
@@ -395,18 +392,15 @@ async def _feed_form(
     upload must never look like a whole one.
     """
     try:
-        try:
-            while True:
-                for data in form.take_stdin():
-                    if not stdin.broken and not stdin.write(data):
-                        await stdin.drain()
-                chunk = await body.read()
-                if not chunk:
-                    form.finish()
-                    break
-                await feed_off_loop(form, chunk)
-        except OSError as error:
-            raise FormError(500, f"multipart/form-data: cannot save a part: {error}") from None
+        while True:
+            for data in form.take_stdin():
+                if not stdin.broken and not stdin.write(data):
+                    await stdin.drain()
+            chunk = await body.read()
+            if not chunk:
+                form.finish()
+                break
+            await feed_off_loop(form, chunk)
     except (BodyError, FormError):
         process.kill()
         raise
