@@ -253,7 +253,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status == 101:
             self._upgrading = True
         elif not self._parser.should_keep_alive() and not self._skip_body:
-            self._until_eof = _delimited_by_eof(status, self._headers)
+            self._until_eof = delimited_by_eof(status, self._headers)
         sink.on_head(status, self._headers)
         if self._skip_body and not self._upgrading and self._sink is sink:
             # The answer to HEAD carries no body, but the parser would wait for the one its
@@ -309,8 +309,9 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_upgrade()
 
 
-def _delimited_by_eof(status: int, headers: RawHeaders) -> bool:
-    """Whether a response's body runs to the end of the connection (no length, not chunked)."""
+def delimited_by_eof(status: int, headers: RawHeaders) -> bool:
+    """Whether a response's body runs to the end of the connection (no length, not chunked);
+    afterburn calls such a response unframed, since its pipe never ends between answers."""
     if status in (204, 304):
         return False
     for name, _ in headers:

@@ -20,6 +20,7 @@ from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import FunctionProcess, Program, describe_exit, forward_to_log
+from fwatchdog.upstream import delimited_by_eof
 
 # Hop-by-hop fields (RFC 9110 7.6.1): never forwarded in either direction. Towards the function
 # we also write the framing ourselves (always a `Content-Length`) and answer 100-continue.
@@ -228,7 +229,7 @@ class AfterburnProcess:
         if status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the real answer follows
             return
-        if _unframed(status, self._headers):
+        if delimited_by_eof(status, self._headers):
             self._finish(
                 ExchangeError(
                     f"the function's {status} response has neither Content-Length nor "
@@ -303,16 +304,6 @@ class AfterburnProcess:
     def _close_pipes(self) -> None:
         self._stdin.close()
         self._stdout.close()
-
-
-def _unframed(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
-    if status in (204, 304):
-        return False
-    for name, _ in headers:
-        lowered = name.lower()
-        if lowered in (b"content-length", b"transfer-encoding"):
-            return False
-    return True
 
 
 def _request_head(request: Request, method: str, content_length: int) -> bytes:
