@@ -198,6 +198,9 @@ class Response:
 
     def _finish(self) -> None:
         self.finished = True
+        # The hook is usually a method of the producer, which holds this response: dropping
+        # it breaks that cycle, so the pair is freed at once rather than by the collector.
+        self._on_abandon = None
         callbacks, self._when_done = self._when_done, None
         if callbacks is not None:
             for callback in callbacks:
