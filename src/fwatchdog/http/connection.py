@@ -242,12 +242,15 @@ class HttpConnection(asyncio.Protocol):
         content_length: int | None = None
         expect_continue = False
         for name, value in headers:
-            lowered = name.lower()
-            if lowered == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif lowered == "content-length":
-                content_length = int(value)
-            elif lowered == "expect":
+            # Lengths first: most names are none of the three, and lowering each costs more.
+            size = len(name)
+            if size == 14:
+                if name.lower() == "content-length":
+                    content_length = int(value)
+            elif size == 17:
+                if name.lower() == "transfer-encoding":
+                    chunked = "chunked" in value.lower()
+            elif size == 6 and name.lower() == "expect":
                 expect_continue = value.lower() == "100-continue"
         http_version = parser.get_http_version()
         body = RequestBody(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -231,19 +231,22 @@ class Request:
     remote_addr: tuple[str, int] = ("", 0)
     # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
     upgrade: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case."""
         lowered = name.lower()
+        size = len(lowered)
         for key, value in self.headers:
-            if key.lower() == lowered:
+            # Comparing lengths first spares lowering most names (this runs per request).
+            if len(key) == size and key.lower() == lowered:
                 return value
         return None
 
 
 def split_target(target: str) -> tuple[str, str]:
     """Decoded path and raw query of a request-target (origin or absolute form)."""
+    if target[:1] == "/" and "?" not in target and "%" not in target and "#" not in target:
+        return target, ""  # the common case, decided in four string scans
     if "://" in target:
         # absolute-form: drop scheme and authority.
         after_scheme = target.split("://", 1)[1]
