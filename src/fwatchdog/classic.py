@@ -9,7 +9,6 @@ works on a stream of chunks so that a mode can marshal a body it never holds who
 from __future__ import annotations
 
 import base64
-import json
 
 from fwatchdog.cgi import canonical_mime_name
 from fwatchdog.http.request import Request
@@ -34,6 +33,8 @@ def marshal_header(request: Request) -> str:
         if name.lower() in _NOT_IN_HEADER:
             continue
         header.setdefault(canonical_mime_name(name), []).append(_go_string(value))
+    import json  # here: only marshal_request needs it, and its import stays for good
+
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return text.translate(_GO_ESCAPES)
 

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     log = Log(json_format=config.log_format == "json")
 
     # Imported here so --version, --run-healthcheck and config errors stay quick.
+    from fwatchdog.event_loop import load_without_openssl
+
+    load_without_openssl()
     from fwatchdog.server import run
 
     return run(config, log)

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from fwatchdog.durations import parse_duration
 
@@ -157,6 +156,9 @@ def _upstream_url(text: str) -> str:
     problem = f"{text!r} is not an http:// URL; use e.g. http://127.0.0.1:5000"
     if not text.startswith("http://"):
         raise ValueError(problem)
+    # Imported here: urllib.parse (with ipaddress) costs 0.8 MiB that only http mode needs.
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(text)
         _ = parts.port  # raises ValueError for a port that is not a number in range

@@ -4,13 +4,16 @@ Text lines look like the Go of-watchdog's (`2026/11/27 22:11:18 <msg>`) so exist
 keep working; `log_format=json` gives one JSON object per line for log collectors instead.
 """
 
-import asyncio
+from __future__ import annotations
+
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import asyncio  # the command loads it without OpenSSL, after the settings (event_loop.py)
 
 TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
 
@@ -144,6 +147,8 @@ class Log:
         record: dict[str, object] = {"time": stamp, "level": level, "msg": msg}
         # Extra fields never overwrite the three every line has.
         record.update((key, value) for key, value in fields.items() if key not in record)
+        import json  # here: text logs, the default, never pay for it
+
         self._put(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
     def _put(self, text: str) -> None:
