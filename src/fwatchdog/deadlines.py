@@ -12,7 +12,10 @@ work driven by callbacks rather than by a task is stopped the same way.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 TICK = 0.01
 
@@ -49,6 +52,23 @@ class Deadlines:
     def expired(self, task: Cancellable) -> bool:
         """Whether the task was cancelled because its deadline passed."""
         return task in self._expired
+
+    async def within(self, awaitable: Awaitable[T], seconds: float) -> T:
+        """`await awaitable` in the current task, or TimeoutError once `seconds` have passed
+        (none when `seconds` <= 0): `asyncio.timeout` without a timer per call."""
+        if seconds <= 0:
+            return await awaitable
+        task = asyncio.current_task()
+        assert task is not None, "Deadlines.within outside a task"
+        self.add(task, seconds)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self.expired(task) and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise  # not (only) ours: the client left, or another deadline
+        finally:
+            self.discard(task)
 
     def _check(self) -> None:
         self._timer = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fwatchdog.cgi import EnvironmentBuilder
 from fwatchdog.config import Config
+from fwatchdog.deadlines import Deadlines
 from fwatchdog.logs import Log
 from fwatchdog.process import Program, Spawner
 
@@ -18,6 +19,7 @@ class ForkingMode:
         self._program = Program(config.function_argv)
         self._environment = EnvironmentBuilder.from_config(config)
         self._spawner = Spawner(config.spawn_threads)
+        self._deadlines = Deadlines()  # exec_timeout, for every request's process
 
     async def start(self) -> None:
         return None

@@ -89,10 +89,10 @@ class SerializingMode(ForkingMode):
             return
         exec_timeout = config.exec_timeout
         try:
-            async with asyncio.timeout(exec_timeout if exec_timeout > 0 else None):
-                returncode, output = await _communicate(
-                    process, None if prefill is not None else stdin_data, config, self._log
-                )
+            stdin = None if prefill is not None else stdin_data
+            returncode, output = await self._deadlines.within(
+                _communicate(process, stdin, config, self._log), exec_timeout
+            )
         except TimeoutError:
             limit = format_duration(exec_timeout)
             answer.fail(500, describe_exit(-9), f"exec_timeout ({limit}) exceeded")

@@ -16,6 +16,7 @@ from typing import Any
 from fwatchdog.cgi_response import CgiHead, CgiHeaderError, CgiHeaderParser
 from fwatchdog.classic import MarshalledRequest
 from fwatchdog.config import Config
+from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
 from fwatchdog.http.response import Response
@@ -66,7 +67,7 @@ class StreamingMode(ForkingMode):
             self._log.error(str(error))
             response.send_text(500, str(error))
             return
-        run = _Run(process, request, response, config, self._log, marshal)
+        run = _Run(process, request, response, config, self._log, self._deadlines, marshal)
         try:
             await run.until_done()
         finally:
@@ -91,7 +92,7 @@ class StreamingMode(ForkingMode):
                 self._log.error(str(error))
                 response.send_text(500, str(error))
                 return
-            run = _Run(process, request, response, config, self._log)
+            run = _Run(process, request, response, config, self._log, self._deadlines)
             try:
                 await run.until_done()
             finally:
@@ -149,7 +150,9 @@ class StreamingMode(ForkingMode):
             async def feed(pipe: PipeWriter) -> None:
                 await _feed_form(form, body, pipe, process)
 
-            run = _Run(process, request, response, config, self._log, feed_stdin=feed)
+            run = _Run(
+                process, request, response, config, self._log, self._deadlines, feed_stdin=feed
+            )
             try:
                 await run.until_done()
             finally:
@@ -176,6 +179,7 @@ class _Run:
         response: Response,
         config: Config,
         log: Log,
+        deadlines: Deadlines,
         marshal: MarshalledRequest | None = None,
         feed_stdin: Callable[[PipeWriter], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
@@ -191,6 +195,7 @@ class _Run:
         self._response = response
         self._config = config
         self._log = log
+        self._deadlines = deadlines
         self._loop = asyncio.get_running_loop()
         self._stdout_done = self._loop.create_future()
         self._content_type = config.content_type
@@ -331,8 +336,7 @@ class _Run:
         self._exited.add_done_callback(settle)
         exec_timeout = self._config.exec_timeout
         try:
-            async with asyncio.timeout(exec_timeout if exec_timeout > 0 else None):
-                returncode = await outcome
+            returncode = await self._deadlines.within(outcome, exec_timeout)
         except TimeoutError:
             self._process.kill()
             await self._drain_output()

@@ -1,0 +1,64 @@
+"""Deadlines.within: asyncio.timeout's behaviour on the shared ticking timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+import uvloop
+
+from fwatchdog.deadlines import Deadlines
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return uvloop.run(main())
+
+
+def test_returns_what_the_awaitable_gives_in_time() -> None:
+    async def main() -> str:
+        deadlines = Deadlines()
+        await asyncio.sleep(0)
+        return await deadlines.within(asyncio.sleep(0.01, result="done"), 1.0)
+
+    assert run(main) == "done"
+
+
+def test_raises_timeout_error_once_the_deadline_passed_and_forgets_the_task() -> None:
+    async def main() -> float:
+        deadlines = Deadlines(tick=0.01)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await deadlines.within(asyncio.sleep(5), 0.05)
+        elapsed = time.monotonic() - started
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        assert not deadlines.expired(task)
+        await asyncio.sleep(0.05)  # and the task is not cancelled again later
+        return elapsed
+
+    assert 0.05 <= run(main) < 1.0
+
+
+def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
+    async def main() -> None:
+        deadlines = Deadlines(tick=0.01)
+        inner = asyncio.ensure_future(deadlines.within(asyncio.sleep(5), 10.0))
+        await asyncio.sleep(0.02)
+        inner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    run(main)
+
+
+def test_no_deadline_when_seconds_is_zero() -> None:
+    async def main() -> str:
+        deadlines = Deadlines(tick=0.01)
+        return await deadlines.within(asyncio.sleep(0.05, result="slow but fine"), 0)
+
+    assert run(main) == "slow but fine"
