@@ -72,8 +72,9 @@ class PipeReader:
         except OSError:
             data = b""
         if not data:
+            on_eof = self._on_eof
             self.close()
-            self._on_eof()
+            on_eof()
             return
         if len(data) >= DEFAULT_PIPE_SIZE and not self._grown:
             self._grown = True
@@ -92,14 +93,27 @@ class PipeReader:
                 data += more
         self._on_data(data, at_eof)
         if at_eof and not self.closed:
+            on_eof = self._on_eof
             self.close()
-            self._on_eof()
+            on_eof()
 
     def close(self) -> None:
         if not self.closed:
             self.pause()
             self.closed = True
             os.close(self._fd)
+            # The callbacks are usually methods of the reader's owner, which holds the
+            # reader: dropping them frees both at once rather than by the cycle collector.
+            self._on_data = _ignore_data
+            self._on_eof = _ignore_eof
+
+
+def _ignore_data(data: bytes, at_eof: bool) -> None:
+    return None
+
+
+def _ignore_eof() -> None:
+    return None
 
 
 class PipeWriter:
