@@ -12,7 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import Watchdog, environment_of, function, read_until
+from conftest import (
+    Watchdog,
+    environment_of,
+    function,
+    process_gone,
+    read_until,
+    wait_for_pid,
+    wait_until,
+)
 
 Factory = Callable[..., Watchdog]
 
@@ -270,6 +278,78 @@ def test_streaming_failure_after_output_keeps_200_and_the_connection(
     assert second == (200, b"partial output\n")
     log = watchdog.wait_for_log("exit status 1")
     assert re.search(GO_TIME_PREFIX + r".*exit status 1", log)
+
+
+# --- bulk output, moved pipe -> socket by splice -------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_streaming_bulk_output_to_an_http10_client_ends_with_the_connection(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(fprocess="cat")
+    body = os.urandom(4 * MIB + 3)
+    head = f"POST / HTTP/1.0\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    received = watchdog.raw(head + body, timeout=20)
+    status_line, _, rest = received.partition(b"\r\n")
+    headers, _, echoed = rest.partition(b"\r\n\r\n")
+    assert status_line == b"HTTP/1.1 200 OK"
+    assert b"transfer-encoding" not in headers.lower()
+    assert echoed == body
+
+
+def test_streaming_bulk_output_then_failure_keeps_chunked_framing_and_the_connection(
+    watchdog_factory: Factory,
+) -> None:
+    watchdog = watchdog_factory(fprocess=f"{function('fn_bulk_then.sh')} {2 * MIB} exit 1")
+    conn = watchdog.connection()
+    try:
+        answers = []
+        for _ in range(2):
+            conn.request("POST", "/", body=b"")
+            response = conn.getresponse()
+            # http.client raises IncompleteRead unless the chunked framing is complete.
+            answers.append((response.status, response.read()))
+            assert not response.will_close
+    finally:
+        conn.close()
+    assert answers == [(200, bytes(2 * MIB))] * 2
+    watchdog.wait_for_log("exit status 1")
+
+
+def test_streaming_exec_timeout_during_bulk_output_ends_it_at_once_with_what_was_written(
+    watchdog_factory: Factory,
+) -> None:
+    """As for any failure after output began: logged, and the response ends cleanly."""
+    watchdog = watchdog_factory(
+        fprocess=f"{function('fn_bulk_then.sh')} {2 * MIB} sleep 60", exec_timeout="1s"
+    )
+    started = time.monotonic()
+    status, _, body = post(watchdog)
+    assert time.monotonic() - started < 10
+    assert (status, body) == (200, bytes(2 * MIB))
+    watchdog.wait_for_log("exec_timeout (1s) exceeded")
+
+
+def test_streaming_client_leaving_during_bulk_output_stops_the_function(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "function.pid"
+    watchdog = watchdog_factory(
+        fprocess=f"{function('http_pidfile.sh')} cat /dev/zero", PIDFILE=str(pidfile)
+    )
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+        received = 0
+        while received < 8 * MIB:
+            chunk = sock.recv(MIB)
+            assert chunk, "the watchdog closed the connection"
+            received += len(chunk)
+        pid = wait_for_pid(pidfile)
+    assert wait_until(lambda: process_gone(pid), timeout=5.0), "the function outlived its client"
+    watchdog.wait_for_log("POST / - 200")
+    assert watchdog.request("GET", "/_/health")[0] == 200
 
 
 # --- large bodies in bounded memory ---------------------------------------------------------------

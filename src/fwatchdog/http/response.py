@@ -16,7 +16,13 @@ from typing import Protocol
 
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
-from fwatchdog.pipes import wait_writable
+from fwatchdog.pipes import (
+    SPLICE_FLAGS,
+    pipe_available,
+    wait_readable,
+    wait_writable,
+    write_all,
+)
 
 NO_BODY_STATUSES = frozenset({204, 304})
 # sendfile(2) refuses some files (some file systems, special files): copy those instead.
@@ -351,6 +357,53 @@ class Response:
                 await self._conn.drain()
         if self._chunked:
             self._conn.write(b"\r\n")
+
+    @property
+    def can_splice(self) -> bool:
+        """Whether `splice_from` can carry the rest of a started body: one whose end is marked
+        by the framing we write (chunked) or by the connection closing (HTTP/1.0)."""
+        if not self.started or self.finished or self._is_head or self._remaining is not None:
+            return False
+        return self._chunked or (self._http10 and not self.keep_alive)
+
+    async def splice_from(self, pipe_fd: int) -> None:
+        """Send everything `pipe_fd` yields, until its writer closes, as body bytes moved from
+        the pipe to the socket in the kernel (splice): large streamed output never passes
+        through Python. Chunked: one chunk per move, sized by what the pipe holds (FIONREAD).
+        Only where `can_splice`; the caller still calls `end()` afterwards."""
+        loop = asyncio.get_running_loop()
+        socket_fd = await self._conn.lend_socket()
+        chunked = self._chunked
+        try:
+            end_of_chunk = b""
+            while True:
+                available = pipe_available(pipe_fd)
+                if available == 0:
+                    waiter = loop.create_future()
+                    wait_readable(pipe_fd, waiter)
+                    await waiter
+                    available = pipe_available(pipe_fd)
+                    if available == 0:
+                        break  # readable and empty: the writer has closed
+                if chunked:
+                    await write_all(socket_fd, end_of_chunk + b"%x\r\n" % available)
+                    end_of_chunk = b"\r\n"
+                while available:
+                    try:
+                        moved = os.splice(pipe_fd, socket_fd, available, flags=SPLICE_FLAGS)
+                    except (BlockingIOError, InterruptedError):
+                        waiter = loop.create_future()
+                        wait_writable(socket_fd, waiter)
+                        await waiter
+                        continue
+                    available -= moved
+                    self.bytes_sent += moved
+            if end_of_chunk:
+                await write_all(socket_fd, end_of_chunk)
+        except OSError as error:
+            raise ClientDisconnectedError(f"client went away: {error}") from None
+        finally:
+            os.close(socket_fd)
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the client can take more bytes (for protocol producers)."""

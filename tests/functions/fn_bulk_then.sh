@@ -1,0 +1,6 @@
+#!/bin/sh
+# Writes $1 bytes of zeros (bulk output: the watchdog splices it), then runs the rest of its
+# arguments: `exit 1`, `sleep 60`, ...
+head -c "$1" /dev/zero
+shift
+eval "$@"
