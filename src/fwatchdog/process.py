@@ -156,28 +156,36 @@ class FunctionProcess:
                 os.close(fd)
 
     def wait(self) -> asyncio.Future[int]:
-        """A future for the exit code (negative: killed by that signal), via a pidfd."""
+        """A future for the exit code (negative: killed by that signal). A process that has
+        already exited is reaped at once; otherwise a pidfd tells the loop when it does."""
         if self._exited is None:
             loop = asyncio.get_running_loop()
             self._exited = loop.create_future()
-            self._pidfd = os.pidfd_open(self.pid)
-            loop.add_reader(self._pidfd, self._reap)
+            if not self._reaped():
+                self._pidfd = os.pidfd_open(self.pid)
+                loop.add_reader(self._pidfd, self._reap)
         return self._exited
 
     def _reap(self) -> None:
+        if self._reaped():
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        # else: not yet, a spurious wake-up
+
+    def _reaped(self) -> bool:
+        """Collect the exit status if the process has exited (and resolve the future)."""
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = self.pid, 0
         if pid == 0:
-            return  # not yet: a spurious wake-up
+            return False
         returncode = os.waitstatus_to_exitcode(status)
         self.returncode = returncode
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = -1
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(returncode)
+        return True
 
     def kill(self) -> None:
         """SIGKILL the function's whole process group (it runs in a session of its own).

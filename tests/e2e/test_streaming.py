@@ -237,6 +237,35 @@ def process_running(pid: int) -> bool:
     return "Z" not in state.split()[1]
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (zombies included), from every one of its threads."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def test_streaming_reaps_every_function_process_whatever_its_end(
+    watchdog_factory: Factory,
+) -> None:
+    """Exit statuses are collected at the end of output (or by a pidfd if the process is
+    still running then): no zombie is left behind after an exit, a failure or a kill."""
+    ends = {
+        "cat": 200,  # exits once its output has ended
+        f"{function('exit_code.sh')} 3": 500,  # fails without output
+        f"{function('fn_bulk_then.sh')} 16 exit 3": 200,  # fails after output
+        f"{function('fn_bulk_then.sh')} 16 sleep 30": 200,  # killed by exec_timeout
+    }
+    for fprocess, expected in ends.items():
+        watchdog = watchdog_factory(fprocess=fprocess, exec_timeout="1s")
+        for _ in range(3):
+            assert post(watchdog, body=b"x")[0] == expected, fprocess
+        pid = watchdog.process.pid
+        assert wait_until(lambda pid=pid: not children_of(pid), timeout=5.0), (
+            f"{fprocess}: children left: {children_of(pid)}"
+        )
+
+
 def test_streaming_exec_timeout_kills_the_whole_process_group(
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:

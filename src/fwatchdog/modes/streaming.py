@@ -219,7 +219,9 @@ class _Run:
                 else self._feed_stdin(self._stdin, request.body)
             )
             self._feeder = self._loop.create_task(feeding)
-        self._exited = process.wait()
+        # The exit is watched from the end of output on: by then most functions have exited,
+        # and a waitpid spares the pidfd and its two epoll changes.
+        self._exited: asyncio.Future[int] | None = None
         self._stdout.start()
 
     def _on_output(self, data: bytes, at_eof: bool) -> None:
@@ -351,13 +353,16 @@ class _Run:
                 and feeder.exception() is not None
             ):
                 outcome.set_exception(feeder.exception())  # type: ignore[arg-type]
-            elif self._stdout_done.done() and self._exited.done():
+            elif self._exited is not None and self._exited.done():
                 outcome.set_result(self._exited.result())
+
+        def watch_exit(_: object = None) -> None:
+            self._exited = self._process.wait()
+            self._exited.add_done_callback(settle)
 
         if self._feeder is not None:
             self._feeder.add_done_callback(settle)
-        self._stdout_done.add_done_callback(settle)
-        self._exited.add_done_callback(settle)
+        self._stdout_done.add_done_callback(watch_exit)
         exec_timeout = self._config.exec_timeout
         try:
             returncode = await self._deadlines.within(outcome, exec_timeout)
@@ -404,6 +409,7 @@ class _Run:
                 feeder.exception()  # seen: the answer was settled before the body failed
         if self._process.returncode is None:
             self._process.kill()
+            self._process.wait()  # reaped whenever it goes, even if its output never ended
         if self._stdin is not None:
             self._stdin.close()
         splicer = self._splicer
