@@ -242,11 +242,23 @@ async def write_all(fd: int, data: bytes) -> None:
         try:
             written = os.write(fd, view)
         except (BlockingIOError, InterruptedError):
-            waiter = asyncio.get_running_loop().create_future()
-            wait_writable(fd, waiter)
-            await waiter
+            await until_writable(fd)
             continue
         view = view[written:]
+
+
+async def until_readable(fd: int) -> None:
+    """Return once `fd` is readable."""
+    waiter = asyncio.get_running_loop().create_future()
+    wait_readable(fd, waiter)
+    await waiter
+
+
+async def until_writable(fd: int) -> None:
+    """Return once `fd` is writable."""
+    waiter = asyncio.get_running_loop().create_future()
+    wait_writable(fd, waiter)
+    await waiter
 
 
 def wait_readable(fd: int, waiter: asyncio.Future[None]) -> None:

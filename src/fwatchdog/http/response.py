@@ -17,10 +17,11 @@ from typing import Protocol
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
 from fwatchdog.pipes import (
-    SPLICE_FLAGS,
+    SpliceBlocked,
     pipe_available,
-    wait_readable,
-    wait_writable,
+    splice_once,
+    until_readable,
+    until_writable,
     write_all,
 )
 
@@ -328,9 +329,7 @@ class Response:
                 try:
                     sent = os.sendfile(socket_fd, file_fd, offset, count)
                 except (BlockingIOError, InterruptedError):
-                    waiter = asyncio.get_running_loop().create_future()
-                    wait_writable(socket_fd, waiter)
-                    await waiter
+                    await until_writable(socket_fd)
                     continue
                 except OSError as error:
                     if error.errno in SENDFILE_UNSUPPORTED:
@@ -371,7 +370,6 @@ class Response:
         the pipe to the socket in the kernel (splice): large streamed output never passes
         through Python. Chunked: one chunk per move, sized by what the pipe holds (FIONREAD).
         Only where `can_splice`; the caller still calls `end()` afterwards."""
-        loop = asyncio.get_running_loop()
         socket_fd = await self._conn.lend_socket()
         chunked = self._chunked
         try:
@@ -379,9 +377,7 @@ class Response:
             while True:
                 available = pipe_available(pipe_fd)
                 if available == 0:
-                    waiter = loop.create_future()
-                    wait_readable(pipe_fd, waiter)
-                    await waiter
+                    await until_readable(pipe_fd)
                     available = pipe_available(pipe_fd)
                     if available == 0:
                         break  # readable and empty: the writer has closed
@@ -390,17 +386,17 @@ class Response:
                     end_of_chunk = b"\r\n"
                 while available:
                     try:
-                        moved = os.splice(pipe_fd, socket_fd, available, flags=SPLICE_FLAGS)
-                    except (BlockingIOError, InterruptedError):
-                        waiter = loop.create_future()
-                        wait_writable(socket_fd, waiter)
-                        await waiter
+                        moved = splice_once(pipe_fd, socket_fd, available)
+                    except SpliceBlocked:
+                        await until_writable(socket_fd)  # the pipe holds `available` bytes
                         continue
+                    if moved == 0:
+                        raise ClientDisconnectedError("the pipe ended before what it held")
                     available -= moved
                     self.bytes_sent += moved
             if end_of_chunk:
                 await write_all(socket_fd, end_of_chunk)
-        except OSError as error:
+        except OSError as error:  # the socket's (EPIPE, ECONNRESET): our pipe end is sound
             raise ClientDisconnectedError(f"client went away: {error}") from None
         finally:
             os.close(socket_fd)
