@@ -202,8 +202,11 @@ class Watchdog:
         return self.process.wait(timeout)
 
 
-def start_watchdog(tmp_path: Path, wait: bool = True, **settings: str) -> Watchdog:
-    """Start `python -m fwatchdog` with these settings on free ports."""
+def start_watchdog(
+    tmp_path: Path, wait: bool = True, command_prefix: tuple[str, ...] = (), **settings: str
+) -> Watchdog:
+    """Start `python -m fwatchdog` with these settings on free ports; `command_prefix` runs
+    it through another program (which must exec it, keeping the pid)."""
     tmpdir = tmp_path / f"wd-{time.monotonic_ns()}"
     tmpdir.mkdir()
     port, metrics_port = free_port(), free_port()
@@ -223,7 +226,7 @@ def start_watchdog(tmp_path: Path, wait: bool = True, **settings: str) -> Watchd
     log_path = tmpdir / "watchdog.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fwatchdog"],
+            [*command_prefix, sys.executable, "-m", "fwatchdog"],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -244,8 +247,10 @@ def watchdog_factory(tmp_path: Path) -> Iterator[Callable[..., Watchdog]]:
     """Start watchdogs with `factory(fprocess="cat", ...)`; all are stopped afterwards."""
     started: list[Watchdog] = []
 
-    def factory(wait: bool = True, **settings: str) -> Watchdog:
-        watchdog = start_watchdog(tmp_path, wait=wait, **settings)
+    def factory(
+        wait: bool = True, command_prefix: tuple[str, ...] = (), **settings: str
+    ) -> Watchdog:
+        watchdog = start_watchdog(tmp_path, wait=wait, command_prefix=command_prefix, **settings)
         started.append(watchdog)
         return watchdog
 

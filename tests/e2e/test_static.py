@@ -371,6 +371,47 @@ def test_static_missing_file_is_404(served: Watchdog) -> None:
     assert reply.body == b"404 page not found\n"
 
 
+# Drops CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2) from the bounding set
+# (prctl PR_CAPBSET_DROP, 24), then execs the rest of its arguments, which start without them.
+_DROP_FILE_PERMISSION_BYPASS = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for capability in (1, 2):
+    if libc.prctl(24, capability, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_CAPBSET_DROP, {capability}): {os.strerror(ctypes.get_errno())}")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def without_permission_bypass() -> tuple[str, ...]:
+    """Root reads any file: as root, the watchdog runs without the capabilities that let it,
+    so that file permissions apply to it as to any other user."""
+    if os.geteuid() != 0:
+        return ()
+    return (sys.executable, "-c", _DROP_FILE_PERMISSION_BYPASS)
+
+
+def test_static_unreadable_file_is_403_as_go_and_an_unreadable_index_is_passed_over(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    root = tmp_path / "site"
+    (root / "dir").mkdir(parents=True)
+    (root / "locked.txt").write_text("secret\n")
+    (root / "dir" / "index.html").write_text("<p>secret index</p>\n")
+    (root / "dir" / "other.txt").write_text("listed\n")
+    (root / "locked.txt").chmod(0)
+    (root / "dir" / "index.html").chmod(0)
+    watchdog = watchdog_factory(
+        mode="static", static_path=str(root), command_prefix=without_permission_bypass()
+    )
+    locked = raw_get(watchdog, "/locked.txt")
+    assert (locked.status, locked.body) == (403, b"403 Forbidden\n")
+    listing = raw_get(watchdog, "/dir/")  # Go lists the directory when index.html fails
+    assert listing.status == 200
+    assert b"other.txt" in listing.body and b"secret" not in listing.body
+    assert raw_get(watchdog, "/missing.txt").status == 404
+
+
 def test_static_head_sends_the_headers_of_get_and_no_body(served: Watchdog) -> None:
     for path in ("/hello.txt", "/big.bin", "/listing/"):
         get = raw_get(served, path)

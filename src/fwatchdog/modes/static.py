@@ -34,6 +34,7 @@ from fwatchdog.modes.static_headers import (
 from fwatchdog.modes.static_listing import directory_listing
 from fwatchdog.modes.static_paths import (
     INDEX_NAME,
+    Forbidden,
     OpenedFile,
     StaticRoot,
     StaticRootError,
@@ -44,6 +45,7 @@ from fwatchdog.modes.static_paths import (
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
+FORBIDDEN = b"403 Forbidden\n"
 PRECONDITION_FAILED = b"412 Precondition Failed\n"
 RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
@@ -167,7 +169,11 @@ class StaticMode:
         if url is None:
             response.send(404, NOT_FOUND, TEXT_PLAIN)
             return
-        opened = root.open(root.path_of(url.segments))
+        try:
+            opened = root.open(root.path_of(url.segments))
+        except Forbidden:
+            response.send(403, FORBIDDEN, TEXT_PLAIN)
+            return
         if opened is None:
             response.send(404, NOT_FOUND, TEXT_PLAIN)
             return

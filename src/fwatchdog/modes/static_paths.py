@@ -21,6 +21,10 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 INDEX_NAME = b"index.html"
 
 
+class Forbidden(Exception):
+    """A file under the root that the watchdog may not read: 403, as from Go's file server."""
+
+
 class StaticRootError(Exception):
     """`static_path` cannot be served; the message names it and says why."""
 
@@ -138,9 +142,15 @@ class StaticRoot:
         return self._prefix + b"/".join(segments) if segments else self.real
 
     def open(self, path: bytes) -> OpenedFile | None:
-        """Open `path` if it is a regular file or directory that really lies under the root."""
+        """Open `path` if it is a regular file or directory that really lies under the root;
+        raises Forbidden for one under the root that we may not read."""
         try:
             fd = os.open(path, _OPEN_FLAGS)
+        except PermissionError:
+            # Say so only for a name that resolves under the root: elsewhere it is not ours.
+            if self.contains_real(os.fsencode(os.path.realpath(path))):
+                raise Forbidden from None
+            return None
         except (OSError, ValueError):
             return None
         try:
@@ -156,8 +166,12 @@ class StaticRoot:
                 os.close(fd)
 
     def open_index(self, directory: OpenedFile) -> OpenedFile | None:
-        """The directory's `index.html`, if it is a regular file under the root."""
-        opened = self.open(directory.path.rstrip(b"/") + b"/" + INDEX_NAME)
+        """The directory's `index.html`, if it is a regular file under the root (one we may not
+        read is passed over, as Go does: the directory is listed instead)."""
+        try:
+            opened = self.open(directory.path.rstrip(b"/") + b"/" + INDEX_NAME)
+        except Forbidden:
+            return None
         if opened is not None and opened.is_dir:
             opened.close()
             return None
