@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import sys
 from collections.abc import Callable
 
 READ_CHUNK = 256 * 1024
 DEFAULT_PIPE_SIZE = 64 * 1024
 PIPE_SIZE = 1024 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-FIONREAD = 0x541B  # Linux's value (termios.FIONREAD), without importing termios
 
 
 def enlarge_pipe(fd: int) -> None:
@@ -228,30 +226,6 @@ def splice_once(source_fd: int, target_fd: int, count: int) -> int:
         return os.splice(source_fd, target_fd, min(count, SPLICE_CHUNK), flags=SPLICE_FLAGS)
     except (BlockingIOError, InterruptedError):
         raise SpliceBlocked from None
-
-
-def pipe_available(fd: int) -> int:
-    """How many bytes a pipe holds now (FIONREAD): 0 once readable means its writer closed."""
-    return int.from_bytes(fcntl.ioctl(fd, FIONREAD, bytes(4)), sys.byteorder)
-
-
-async def write_all(fd: int, data: bytes) -> None:
-    """Write all of `data` to a non-blocking descriptor, waiting while it is full."""
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except (BlockingIOError, InterruptedError):
-            await until_writable(fd)
-            continue
-        view = view[written:]
-
-
-async def until_readable(fd: int) -> None:
-    """Return once `fd` is readable."""
-    waiter = asyncio.get_running_loop().create_future()
-    wait_readable(fd, waiter)
-    await waiter
 
 
 async def until_writable(fd: int) -> None:

@@ -309,7 +309,7 @@ def test_streaming_failure_after_output_keeps_200_and_the_connection(
     assert re.search(GO_TIME_PREFIX + r".*exit status 1", log)
 
 
-# --- bulk output, moved pipe -> socket by splice -------------------------------------------------
+# --- bulk output ---------------------------------------------------------------------------------
 
 MIB = 1024 * 1024
 

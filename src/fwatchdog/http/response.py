@@ -16,14 +16,7 @@ from typing import Protocol
 
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
-from fwatchdog.pipes import (
-    SpliceBlocked,
-    pipe_available,
-    splice_once,
-    until_readable,
-    until_writable,
-    write_all,
-)
+from fwatchdog.pipes import until_writable
 
 NO_BODY_STATUSES = frozenset({204, 304})
 # sendfile(2) refuses some files (some file systems, special files): copy those instead.
@@ -356,50 +349,6 @@ class Response:
                 await self._conn.drain()
         if self._chunked:
             self._conn.write(b"\r\n")
-
-    @property
-    def can_splice(self) -> bool:
-        """Whether `splice_from` can carry the rest of a started body: one whose end is marked
-        by the framing we write (chunked) or by the connection closing (HTTP/1.0)."""
-        if not self.started or self.finished or self._is_head or self._remaining is not None:
-            return False
-        return self._chunked or (self._http10 and not self.keep_alive)
-
-    async def splice_from(self, pipe_fd: int) -> None:
-        """Send everything `pipe_fd` yields, until its writer closes, as body bytes moved from
-        the pipe to the socket in the kernel (splice): large streamed output never passes
-        through Python. Chunked: one chunk per move, sized by what the pipe holds (FIONREAD).
-        Only where `can_splice`; the caller still calls `end()` afterwards."""
-        socket_fd = await self._conn.lend_socket()
-        chunked = self._chunked
-        try:
-            end_of_chunk = b""
-            while True:
-                available = pipe_available(pipe_fd)
-                if available == 0:
-                    await until_readable(pipe_fd)
-                    available = pipe_available(pipe_fd)
-                    if available == 0:
-                        break  # readable and empty: the writer has closed
-                if chunked:
-                    await write_all(socket_fd, end_of_chunk + b"%x\r\n" % available)
-                    end_of_chunk = b"\r\n"
-                while available:
-                    try:
-                        moved = splice_once(pipe_fd, socket_fd, available)
-                    except SpliceBlocked:
-                        await until_writable(socket_fd)  # the pipe holds `available` bytes
-                        continue
-                    if moved == 0:
-                        raise ClientDisconnectedError("the pipe ended before what it held")
-                    available -= moved
-                    self.bytes_sent += moved
-            if end_of_chunk:
-                await write_all(socket_fd, end_of_chunk)
-        except OSError as error:  # the socket's (EPIPE, ECONNRESET): our pipe end is sound
-            raise ClientDisconnectedError(f"client went away: {error}") from None
-        finally:
-            os.close(socket_fd)
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the client can take more bytes (for protocol producers)."""

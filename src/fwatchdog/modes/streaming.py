@@ -23,7 +23,7 @@ from fwatchdog.http.response import Response
 from fwatchdog.logs import LineSplitter, Log
 from fwatchdog.modes.forking import ForkingMode
 from fwatchdog.multipart import Form, FormError, feed_off_loop, form_settings_apply, read_form
-from fwatchdog.pipes import PipeReader, PipeWriter, enlarge_pipe
+from fwatchdog.pipes import PipeReader, PipeWriter
 from fwatchdog.process import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
@@ -35,9 +35,6 @@ from fwatchdog.process import (
 # After a kill, how long remaining output may take to arrive (a detached grandchild could
 # hold the pipe open for ever).
 DRAIN_AFTER_KILL = 1.0
-# A read of at least this much output means bulk data: the rest goes pipe -> socket by splice.
-# Smaller, interactive output (events, lines) stays on reads and writes, a syscall fewer each.
-SPLICE_OUTPUT_FROM = 64 * 1024
 
 
 class StreamingMode(ForkingMode):
@@ -210,7 +207,6 @@ class _Run:
         )
         self._stdin: PipeWriter | None = None
         self._feeder: asyncio.Task[None] | None = None
-        self._splicer: asyncio.Task[None] | None = None
         if process.stdin_fd >= 0:
             self._stdin = PipeWriter(process.stdin_fd)
             feeding = (
@@ -244,29 +240,9 @@ class _Run:
                 response.end(data)  # the whole output at once: one write, Content-Length
                 return
             self._stdout.probe_eof = False
-        writable = response.write_nowait(data)
-        if len(data) >= SPLICE_OUTPUT_FROM and self._output_log is None and response.can_splice:
-            # The splice waits for the socket to take what was just written, then goes on.
-            self._stdout.pause()
-            enlarge_pipe(self._process.stdout_fd)
-            self._splicer = self._loop.create_task(self._splice_rest())
-        elif not writable:
+        if not response.write_nowait(data):
             self._stdout.pause()
             response.on_drain(self._stdout.resume)
-
-    async def _splice_rest(self) -> None:
-        """The rest of a bulk output, moved pipe -> socket in the kernel until it ends."""
-        try:
-            await self._response.splice_from(self._process.stdout_fd)
-        except ClientDisconnectedError:
-            self._response.abort()  # cut off: the client must not see a clean end
-        except Exception as error:  # a bug must not leave the response waiting for ever
-            request = self._request
-            self._log.error(f"{request.method} {request.target}: splicing output: {error!r}")
-            self._response.abort()
-        finally:
-            self._stdout.close()
-            self._on_output_end()
 
     def _cgi_head(self, data: bytes, at_eof: bool) -> CgiHead | None:
         """The CGI head once complete; a refused block becomes a 502 and kills the function."""
@@ -412,11 +388,7 @@ class _Run:
             self._process.wait()  # reaped whenever it goes, even if its output never ended
         if self._stdin is not None:
             self._stdin.close()
-        splicer = self._splicer
-        if splicer is not None and not splicer.done():
-            splicer.cancel()  # it closes stdout once it has stopped using the pipe
-        else:
-            self._stdout.close()
+        self._stdout.close()
         # stderr closes by itself at EOF, so that the last lines are still logged.
 
 
