@@ -228,13 +228,6 @@ def splice_once(source_fd: int, target_fd: int, count: int) -> int:
         raise SpliceBlocked from None
 
 
-async def until_writable(fd: int) -> None:
-    """Return once `fd` is writable."""
-    waiter = asyncio.get_running_loop().create_future()
-    wait_writable(fd, waiter)
-    await waiter
-
-
 def wait_readable(fd: int, waiter: asyncio.Future[None]) -> None:
     """Resolve `waiter` once `fd` is readable (one shot)."""
     loop = waiter.get_loop()

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
-from fwatchdog.pipes import until_writable
+from fwatchdog.pipes import wait_writable
 
 NO_BODY_STATUSES = frozenset({204, 304})
 # sendfile(2) refuses some files (some file systems, special files): copy those instead.
@@ -322,7 +322,9 @@ class Response:
                 try:
                     sent = os.sendfile(socket_fd, file_fd, offset, count)
                 except (BlockingIOError, InterruptedError):
-                    await until_writable(socket_fd)
+                    waiter = asyncio.get_running_loop().create_future()
+                    wait_writable(socket_fd, waiter)
+                    await waiter
                     continue
                 except OSError as error:
                     if error.errno in SENDFILE_UNSUPPORTED:
