@@ -68,6 +68,14 @@ def wait_for_pid(pidfile: Path, timeout: float = 10.0) -> int:
     raise AssertionError(f"the function never wrote {pidfile}")
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (zombies included), from every one of its threads."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
 def process_gone(pid: int) -> bool:
     """Whether process `pid` has ended: it no longer exists, or is a zombie awaiting its parent.
 

@@ -16,7 +16,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Watchdog, environment_of, function, process_gone, wait_for_pid, wait_until
+from conftest import (
+    Watchdog,
+    children_of,
+    environment_of,
+    function,
+    process_gone,
+    wait_for_pid,
+    wait_until,
+)
 
 Factory = Callable[..., Watchdog]
 
@@ -360,3 +368,23 @@ def test_without_debug_settings_neither_body_nor_output_is_logged(
     exchange(watchdog, body=b"private payload")
     log = watchdog.wait_for_log(" - 200 - ")
     assert "private payload" not in log
+
+
+def test_serializing_reaps_every_function_process_whatever_its_end(
+    watchdog_factory: Factory,
+) -> None:
+    """Exit statuses are collected once output has ended (or by a pidfd if the process is
+    still running then): no zombie is left after an exit, a failure or a kill."""
+    ends = {
+        "cat": 200,
+        f"{function('ser_fail.sh')} 3": 500,
+        function("ser_sleep.sh"): 500,  # killed by exec_timeout
+    }
+    for fprocess, expected in ends.items():
+        watchdog = watchdog_factory(fprocess=fprocess, exec_timeout="1s", **SERIALIZING)
+        for _ in range(3):
+            assert exchange(watchdog, body=b"x")[0] == expected, fprocess
+        pid = watchdog.process.pid
+        assert wait_until(lambda pid=pid: not children_of(pid), timeout=5.0), (
+            f"{fprocess}: children left: {children_of(pid)}"
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conftest import (
     Watchdog,
+    children_of,
     environment_of,
     function,
     process_gone,
@@ -235,14 +236,6 @@ def process_running(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "Z" not in state.split()[1]
-
-
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (zombies included), from every one of its threads."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(child) for child in (task / "children").read_text().split()]
-    return children
 
 
 def test_streaming_reaps_every_function_process_whatever_its_end(

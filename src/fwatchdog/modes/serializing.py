@@ -169,7 +169,6 @@ async def _communicate(
     stdout = PipeReader(process.stdout_fd, on_stdout, on_stdout_end, probe_eof=True)
     forward_to_log(process.stderr_fd, log, "stderr", config.prefix_logs, config.log_buffer_size)
     stdin = PipeWriter(process.stdin_fd) if stdin_data is not None else None
-    exited = process.wait()
     stdout.start()
     try:
         if stdin is not None:
@@ -177,13 +176,16 @@ async def _communicate(
                 await stdin.drain()
             stdin.close()
         await stdout_closed
-        returncode = await exited
+        # Watched from here, as in streaming mode: most functions have exited by now, and
+        # then a waitpid collects the status without a pidfd.
+        returncode = await process.wait()
     finally:
         if stdin is not None:
             stdin.close()
         stdout.close()
         if process.returncode is None:
             process.kill()
+            process.wait()  # reaped whenever it goes, even if its output never ended
     return returncode, b"".join(parts)
 
 
