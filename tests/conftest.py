@@ -72,7 +72,11 @@ def children_of(pid: int) -> list[int]:
     """The processes whose parent is `pid` (zombies included), from every one of its threads."""
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(child) for child in (task / "children").read_text().split()]
+        try:
+            listed = (task / "children").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended between the listing and the read
+        children += [int(child) for child in listed.split()]
     return children
 
 
@@ -86,8 +90,8 @@ def process_gone(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True  # reaped between the two looks
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # reaped between the two looks (ESRCH when reaped between open and read)
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
