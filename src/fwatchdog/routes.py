@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from fwatchdog.config import Config
 from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration
-from fwatchdog.http.request import Request
+from fwatchdog.http.connection import HttpConnection
+from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
-from fwatchdog.modes.base import Mode, answer_now_of
+from fwatchdog.modes.base import Mode, answer_now_of, answer_whole_of
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
@@ -51,6 +52,45 @@ class Router:
         self.in_flight = 0
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
+        self._mode_answer_whole = answer_whole_of(mode)
+
+    def answer_whole(
+        self,
+        conn: HttpConnection,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        raw: bytes,
+        content_length: int | None,
+    ) -> bool:
+        """The cheapest path (see HttpConnection): a whole request the mode can answer from
+        bytes ready to go, before any Request or Response exists. Probes and requests past
+        max_inflight go the usual way."""
+        answer = self._mode_answer_whole
+        if answer is None or target.startswith("/_/"):
+            return False
+        max_inflight = self._config.max_inflight
+        if max_inflight and self.in_flight >= max_inflight:
+            return False
+        return answer(conn, method, target, headers, raw, content_length, self)
+
+    # Ledger, for modes answering whole requests
+    def enter(self) -> None:
+        self.in_flight += 1
+        self._metrics.in_flight += 1
+
+    def leave(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        status: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        self.in_flight -= 1
+        self._metrics.in_flight -= 1
+        self.record(method, target, headers, status, size, seconds)
 
     def answer_now(self, request: Request, response: Response) -> bool:
         """The synchronous path (see HttpConnection): probes, 429 and what the mode can
@@ -185,13 +225,25 @@ class Router:
 
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away
-        self._metrics.observe(request.method, status, seconds)
-        user_agent = request.header("User-Agent")
+        self.record(
+            request.method, request.target, request.headers, status, response.bytes_sent, seconds
+        )
+
+    def record(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        status: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        """The metrics and the log line of one answered request."""
+        self._metrics.observe(method, status, seconds)
+        user_agent = header_value(headers, "user-agent")
         if user_agent is not None and user_agent.startswith("kube-probe"):
             return
         call_id: str | None = None
         if self._config.log_callid:
-            call_id = request.header("X-Call-Id") or "none"
-        self._log.request(
-            request.method, request.target, status, response.bytes_sent, seconds, call_id
-        )
+            call_id = header_value(headers, "x-call-id") or "none"
+        self._log.request(method, target, status, size, seconds, call_id)

@@ -9,6 +9,7 @@ towards the upstream (Content-Length or chunked request bodies) is written here 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -60,6 +61,12 @@ class ResponseSink(Protocol):
         """A 101 arrived: the connection waits for `hand_over` to a tunnel."""
 
 
+# Offered the first bytes of a response: whether the upstream keeps the connection after
+# taking them for the whole response (then `on_end` follows at once), or None to have them
+# parsed as usual.
+TakeWhole = Callable[[bytes], bool | None]
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one request at a time."""
 
@@ -75,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_pool",
         "_sink",
         "_skip_body",
+        "_take_whole",
         "_until_eof",
         "_upgrading",
         "_writable",
@@ -92,6 +100,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._fresh_parser = False
         self._sink: ResponseSink | None = None
+        self._take_whole: TakeWhole | None = None
         self._headers: RawHeaders = []
         self._interim = False
         self._skip_body = False
@@ -110,15 +119,23 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
 
     # --- the request side, for the proxy ---------------------------------------------------
-    def begin(self, sink: ResponseSink, head_request: bool) -> None:
-        """Carry a new request: its response goes to `sink`; HEAD responses have no body."""
+    def begin(
+        self, sink: ResponseSink, head_request: bool, take_whole: TakeWhole | None = None
+    ) -> None:
+        """Carry a new request: its response goes to `sink`; HEAD responses have no body.
+        `take_whole`, if given, is offered the response's first read before the parser."""
         if self._fresh_parser:
             self._parser = httptools.HttpResponseParser(self)
             self._fresh_parser = False
         self._sink = sink
+        self._take_whole = take_whole
         self._skip_body = head_request
         self.received = False
         self.body_complete = True
+
+    def redirect(self, sink: ResponseSink) -> None:
+        """From now on the response in flight goes to `sink`."""
+        self._sink = sink
 
     @property
     def busy_with(self) -> ResponseSink | None:
@@ -158,6 +175,7 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once (a request that cannot be finished on it)."""
         self._sink = None
+        self._take_whole = None
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -195,6 +213,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             return
         self.received = True
+        take_whole = self._take_whole
+        if take_whole is not None:
+            self._take_whole = None
+            reusable = take_whole(data)
+            if reusable is not None:
+                self._complete(reusable)
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -278,6 +303,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self, reusable: bool) -> None:
         sink = self._sink
         self._sink = None
+        self._take_whole = None
         self._until_eof = False
         if reusable and self.body_complete and not self.closed:
             self._pool.release(self)

@@ -427,6 +427,58 @@ def test_response_delimited_by_closing_the_connection_arrives_whole(shared: Watc
     assert (status, body) == (200, b"all of it\n")
 
 
+def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Head and Content-Length body of one response on a keep-alive connection."""
+    received = read_until(sock, b"\r\n\r\n")
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"\r\nContent-Length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_a_whole_simple_answer_is_passed_on_as_it_came(shared: Watchdog) -> None:
+    """On a pooled connection, a small answer that arrives whole is passed on byte for byte,
+    less its Connection field, plus X-Duration-Seconds; the upstream's Date is kept."""
+    with raw_connection(shared) as sock:
+        for _ in range(3):  # the first may need a new upstream connection; the rest are pooled
+            sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_one_response(sock)
+    assert body == b"whole\n"
+    assert re.fullmatch(
+        rb"HTTP/1\.1 200 OK\r\nServer: whole\r\nDate: Sat, 28 Nov 2026 03:00:00 GMT\r\n"
+        rb"Content-Length: 6\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        rb"X-Duration-Seconds: \d+\.\d{6}",
+        head,
+    ), head
+
+
+def test_answers_that_cannot_pass_as_they_came_are_taken_apart_on_a_pooled_connection(
+    shared: Watchdog,
+) -> None:
+    """A request passed on as it came whose answer is not simple (no body by status, chunked,
+    hop-by-hop fields, in several reads) is relayed the general way, and the connection
+    carries on."""
+    with raw_connection(shared) as sock:
+        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_one_response(sock)[1] == b"whole\n"  # an upstream connection is pooled
+        sock.sendall(b"GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = read_until(sock, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204 ")
+        assert b"X-Duration-Seconds: " in head
+        sock.sendall(b"GET /hop HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_one_response(sock)
+        assert body == b"hop\n"
+        assert b"X-Visible: shown" in head
+        assert b"X-Secret" not in head
+        assert b"Keep-Alive" not in head
+        sock.sendall(b"GET /bytes?n=200000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_one_response(sock)
+        assert body == (bytes(range(256)) * 256 * 4)[:200000]
+        sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_one_response(sock)[1] == b"whole\n"
+
+
 def test_chunked_request_body_streams_to_the_upstream_as_it_arrives(shared: Watchdog) -> None:
     with raw_connection(shared) as sock:
         sock.sendall(
@@ -636,7 +688,13 @@ def test_exec_timeout_gives_504_from_the_watchdog(http_factory: Factory) -> None
 # A request whose body is all here goes out on an idle pooled connection without a task
 # (`HttpMode.answer_now`); the first request of a watchdog finds no idle connection and takes
 # the task path. Timeouts and clients leaving must come out the same on both.
-PATHS = {"first request (task path)": False, "pooled connection (no task)": True}
+# The three ways a request can go: in a task (no idle pooled connection yet), passed on as it
+# came (`answer_whole`), or with its head rewritten (`answer_now`: a hop-by-hop field to drop).
+PATHS = {
+    "first request (task path)": (False, []),
+    "pooled connection, passed on as it came": (True, []),
+    "pooled connection, head rewritten": (True, [("Keep-Alive", "timeout=5")]),
+}
 
 
 def warmed(watchdog: Watchdog, warm: bool) -> Watchdog:
@@ -645,37 +703,38 @@ def warmed(watchdog: Watchdog, warm: bool) -> Watchdog:
     return watchdog
 
 
-@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
-def test_exec_timeout_gives_504_on_either_path_and_the_next_request_is_served(
-    http_factory: Factory, warm: bool
+@pytest.mark.parametrize(("warm", "extra"), PATHS.values(), ids=PATHS.keys())
+def test_exec_timeout_gives_504_on_every_path_and_the_next_request_is_served(
+    http_factory: Factory, warm: bool, extra: list[tuple[str, str]]
 ) -> None:
     watchdog = warmed(start_http(http_factory, exec_timeout="500ms"), warm)
     began = time.monotonic()
-    status, headers, body = request(watchdog, "GET", "/sleep?s=5")
+    status, headers, body = request(watchdog, "GET", "/sleep?s=5", headers=extra)
     assert_internal_error(status, headers, body, 504)
     assert body == b"exec_timeout (500ms) exceeded\n"
     assert time.monotonic() - began < 3
     assert echo(watchdog, body=b"after")["body"] == "after"
 
 
-@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
-def test_write_timeout_bounds_a_proxied_request_on_either_path(
-    http_factory: Factory, warm: bool
+@pytest.mark.parametrize(("warm", "extra"), PATHS.values(), ids=PATHS.keys())
+def test_write_timeout_bounds_a_proxied_request_on_every_path(
+    http_factory: Factory, warm: bool, extra: list[tuple[str, str]]
 ) -> None:
     watchdog = warmed(start_http(http_factory, exec_timeout="0", write_timeout="700ms"), warm)
-    status, _, body = request(watchdog, "GET", "/sleep?s=5")
+    status, _, body = request(watchdog, "GET", "/sleep?s=5", headers=extra)
     assert status == 504
     assert body == b"write_timeout (700ms) exceeded\n"
     assert echo(watchdog, body=b"after")["body"] == "after"
 
 
-@pytest.mark.parametrize("warm", PATHS.values(), ids=PATHS.keys())
+@pytest.mark.parametrize(("warm", "extra"), PATHS.values(), ids=PATHS.keys())
 def test_client_leaving_mid_request_is_logged_499_and_nothing_stays_in_flight(
-    http_factory: Factory, warm: bool
+    http_factory: Factory, warm: bool, extra: list[tuple[str, str]]
 ) -> None:
     watchdog = warmed(start_http(http_factory), warm)
+    fields = "".join(f"{name}: {value}\r\n" for name, value in extra)
     with raw_connection(watchdog) as sock:
-        sock.sendall(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(f"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
         watchdog.wait_for_log("stderr: sleeping 1.5")
     watchdog.wait_for_log("GET /sleep?s=1.5 - 499 - ")
     assert "http_requests_in_flight 0.0" in watchdog.metrics().splitlines()

@@ -65,6 +65,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers or []:
             self.send_header(name, value)
+        if status in (204, 304):
+            self.end_headers()  # no body, whatever was asked
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -109,6 +112,14 @@ class Handler(BaseHTTPRequestHandler):
                 "body": body.decode("latin-1"),
             }
             self.reply(200, json.dumps(info).encode(), [("Content-Type", "application/json")])
+        elif path == "/whole":
+            # A whole answer in one write, as fast servers send small ones.
+            self.read_body()
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nServer: whole\r\nDate: Sat, 28 Nov 2026 03:00:00 GMT\r\n"
+                b"Content-Length: 6\r\nConnection: keep-alive\r\nSet-Cookie: a=1\r\n"
+                b"Set-Cookie: b=2\r\n\r\nwhole\n"
+            )
         elif path == "/sleep":
             self.read_body()
             print(f"sleeping {query.get('s', '1')}", file=sys.stderr, flush=True)

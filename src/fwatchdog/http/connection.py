@@ -17,9 +17,11 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
+from fwatchdog.http.passthrough import is_whole_request
 from fwatchdog.http.request import (
     ClientDisconnectedError,
     ReadTimeoutError,
@@ -35,6 +37,15 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 # finish (`Response.when_done` tells when); False, leaving `response` untouched, to have the
 # handler itself answer it.
 AnswerNow = Callable[[Request, Response], bool]
+# And `answer_whole(conn, method, target, headers, raw, content_length) -> bool`, offered
+# first, before any Request or Response is made, an HTTP/1.1 keep-alive request whose whole
+# message is `raw`, the one read it came in (no body, or one framed by Content-Length), on a
+# connection with nothing else to answer: True when it has written the whole answer with
+# `conn.write`, or has begun one and called `conn.hold(pending)`, then `conn.release()` once
+# it is complete. The cheapest way through, for answers made of bytes ready to go.
+AnswerWhole = Callable[
+    ["HttpConnection", str, str, list[tuple[str, str]], bytes, "int | None"], bool
+]
 OnError = Callable[[str], None]
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -42,6 +53,13 @@ MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
 DEADLINE_TICK = 0.1
 UPGRADE_BUFFER_LIMIT = 64 * 1024
+
+
+class Pending(Protocol):
+    """An answer that callbacks will finish, held by the connection until then."""
+
+    def abandon(self) -> None:
+        """The client went away: stop producing the answer, and finish it."""
 
 
 class HeadersTooLargeError(Exception):
@@ -99,6 +117,7 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         self._handler = handler
         self._answer_now_of_handler: AnswerNow | None = getattr(handler, "answer_now", None)
+        self._answer_whole: AnswerWhole | None = getattr(handler, "answer_whole", None)
         self._limits = limits
         self._state = state
         self._on_error = on_error
@@ -109,11 +128,15 @@ class HttpConnection(asyncio.Protocol):
         self._runner: asyncio.Task[None] | None = None
         # A request offered to answer_now once its message completes in the same read.
         self._immediate: Request | None = None
-        # A response answer_now started and callbacks will finish: the connection is busy.
-        self._pending: Response | None = None
+        # An answer answer_now or answer_whole started and callbacks will finish: the
+        # connection is busy until it is released.
+        self._pending: Pending | None = None
         self._current_body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        # This read's bytes while no message has begun in it yet, then the first message's.
+        self._read: bytes | None = None
+        self._message_read: bytes | None = None
         self._header_bytes = 0
         self._raw_head_bytes = 0
         self._in_headers = False
@@ -150,13 +173,16 @@ class HttpConnection(asyncio.Protocol):
         if self._upgraded:
             self._hold_for_upgrade(data)
             return
-        if self._in_headers or self._current_body is None or self._current_body.complete:
+        body = self._current_body
+        if self._in_headers or body is None or body.complete:
             # A guard for one endless header line, which httptools buffers without a limit;
             # the exact count of complete headers is kept in on_header.
             self._raw_head_bytes += len(data)
             if self._raw_head_bytes > self._limits.max_header_bytes + RAW_HEAD_SLACK:
                 self._reject(431, "request headers larger than 1 MiB")
                 return
+            if not self._in_headers:
+                self._read = data  # a message that begins now begins with this read
         try:
             self._parser.feed_data(data)
             if self._immediate is not None:
@@ -173,6 +199,8 @@ class HttpConnection(asyncio.Protocol):
                 self._reject(431, "request headers larger than 1 MiB")
             else:
                 self._reject(400, f"malformed request: {error}")
+        finally:
+            self._read = self._message_read = None
 
     def eof_received(self) -> bool:
         """The client closed its side: like Go's server, take it as gone and stop its work.
@@ -212,6 +240,7 @@ class HttpConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self._message_read, self._read = self._read, None
         self._url = b""
         self._header_bytes = 0
         self._headers = []
@@ -253,6 +282,24 @@ class HttpConnection(asyncio.Protocol):
             elif size == 6 and name.lower() == "expect":
                 expect_continue = value.lower() == "100-continue"
         http_version = parser.get_http_version()
+        raw = self._message_read
+        if (
+            raw is not None
+            and self._answer_whole is not None
+            and not chunked
+            and not expect_continue
+            and self._runner is None
+            and self._pending is None
+            and not self._queue
+            and not self._closed
+            and http_version == "1.1"
+            and parser.should_keep_alive()
+            and not parser.should_upgrade()
+            and is_whole_request(raw, content_length)
+            and self._offer_whole(parser, headers, raw, content_length)
+        ):
+            self._current_body = None  # the rest of this message is the handler's
+            return
         body = RequestBody(
             self, expect_continue and http_version == "1.1", None if chunked else content_length
         )
@@ -286,6 +333,50 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._enqueue(request)
 
+    def _offer_whole(
+        self,
+        parser: httptools.HttpRequestParser,
+        headers: list[tuple[str, str]],
+        raw: bytes,
+        content_length: int | None,
+    ) -> bool:
+        """Offer a whole request to the handler's `answer_whole`; True if it took it."""
+        answer_whole = self._answer_whole
+        assert answer_whole is not None
+        method = parser.get_method().decode("ascii")
+        target = self._url.decode("latin-1")
+        try:
+            if not answer_whole(self, method, target, headers, raw, content_length):
+                return False
+        except Exception as error:  # a bug in a mode must not take the server down
+            self._on_error(f"error serving {method} {target}: {error!r}")
+            self._close()  # what was written of an answer is unknown
+            return True
+        if self._pending is None:
+            if self._state.closing:
+                self._close()
+            else:
+                self._arm_idle_timer()
+        return True
+
+    def hold(self, pending: Pending) -> None:
+        """An answer that callbacks will finish: later requests wait for `release`."""
+        self._pending = pending
+        self._responding = True
+
+    def release(self, keep_open: bool = True) -> None:
+        """The held answer is complete: go on with the connection, or close it."""
+        self._pending = None
+        self._responding = False
+        if self._closed:
+            return
+        if not keep_open or self._state.closing:
+            self._close()
+        elif self._queue:
+            self._runner = self._loop.create_task(self._serve_queue())
+        else:
+            self._arm_idle_timer()
+
     def _enqueue(self, request: Request) -> None:
         self._queue.append(request)
         if self._runner is None and self._pending is None:
@@ -307,6 +398,7 @@ class HttpConnection(asyncio.Protocol):
         request = self._immediate
         if request is not None:
             self._immediate = None
+            request.raw = self._message_read
             self._answer_now(request)
 
     # ReadControl, for RequestBody
@@ -456,28 +548,13 @@ class HttpConnection(asyncio.Protocol):
             self._enqueue(request)
             return
         if not response.finished:
-            self._pending = response
-            self._responding = True
-            response.when_done(self._pending_finished)
+            self.hold(response)
+            response.when_done(lambda: self.release(response.keep_alive))
             return
         if response.keep_alive and not self._state.closing:
             self._arm_idle_timer()
         else:
             self._close()
-
-    def _pending_finished(self) -> None:
-        """The response answer_now started is complete: go on with the connection."""
-        response = self._pending
-        self._pending = None
-        self._responding = False
-        if self._closed:
-            return
-        if response is None or not response.keep_alive or self._state.closing:
-            self._close()
-        elif self._queue:
-            self._runner = self._loop.create_task(self._serve_queue())
-        else:
-            self._arm_idle_timer()
 
     async def _serve_queue(self) -> None:
         """Answer queued requests in order until the queue is empty or the connection ends."""

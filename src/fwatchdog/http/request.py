@@ -230,16 +230,24 @@ class Request:
     remote_addr: tuple[str, int] = ("", 0)
     # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
     upgrade: bool = False
+    # For a request whose whole message arrived in one read (offered to `answer_now`): the
+    # bytes of that read, when the request began it. A proxy may pass them on as they are;
+    # http/passthrough.py says when they are this request alone.
+    raw: bytes | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case."""
-        lowered = name.lower()
-        size = len(lowered)
-        for key, value in self.headers:
-            # Comparing lengths first spares lowering most names (this runs per request).
-            if len(key) == size and key.lower() == lowered:
-                return value
-        return None
+        return header_value(self.headers, name.lower())
+
+
+def header_value(headers: list[tuple[str, str]], lowered: str) -> str | None:
+    """The first value of the header named `lowered` (in lower case), in any case."""
+    size = len(lowered)
+    for key, value in headers:
+        # Comparing lengths first spares lowering most names (this runs per request).
+        if len(key) == size and key.lower() == lowered:
+            return value
+    return None
 
 
 def split_target(target: str) -> tuple[str, str]:

@@ -431,6 +431,18 @@ class Response:
             self._conn.writelines([head, end, body])
         self._finish()
 
+    def send_passthrough(self, status: int, message: bytes, body_length: int) -> None:
+        """A complete response passed on as bytes (http/passthrough.py made them): head and
+        body, framed by Content-Length, for an HTTP/1.1 request that keeps the connection."""
+        if self.started:
+            raise RuntimeError("response already started")
+        self.status = status
+        self.started = True
+        self._remaining = 0
+        self.bytes_sent = body_length
+        self._conn.write(message)
+        self._finish()
+
     def send_text(self, status: int, text: str) -> None:
         """A plain-text error or message, one line."""
         self.send(status, text.encode() + b"\n", [("Content-Type", "text/plain; charset=utf-8")])

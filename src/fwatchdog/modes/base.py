@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from fwatchdog.http.connection import AnswerNow
+from fwatchdog.http.connection import AnswerNow, HttpConnection
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
+
+
+class Ledger(Protocol):
+    """What a mode answering whole requests (`answer_whole`) reports to: requests in flight,
+    and the metrics and log line of each, written once, as for every other request."""
+
+    def record(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        status: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        """An answer that was complete when `answer_whole` returned."""
+
+    def enter(self) -> None:
+        """An answer that callbacks will finish has begun; `leave` when it is complete."""
+
+    def leave(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        status: int,
+        size: int,
+        seconds: float,
+    ) -> None:
+        """The answer `enter` announced is complete (status 499: the client went away)."""
+
+
+AnswerWhole = Callable[
+    [HttpConnection, str, str, list[tuple[str, str]], bytes, "int | None", Ledger], bool
+]
 
 
 class Mode(Protocol):
@@ -30,4 +66,13 @@ def answer_now_of(mode: Mode) -> AnswerNow | None:
     calls its `on_abandon` hook); or returns False, leaving the response untouched, for
     `handle` to answer it."""
     answer: AnswerNow | None = getattr(mode, "answer_now", None)
+    return answer
+
+
+def answer_whole_of(mode: Mode) -> AnswerWhole | None:
+    """The mode's optional cheapest path: `answer_whole(conn, method, target, headers, raw,
+    content_length, ledger) -> bool` (see HttpConnection's AnswerWhole) answers a whole
+    request from bytes ready to go, reporting to `ledger`; or returns False, having written
+    nothing, for the usual path to answer it."""
+    answer: AnswerWhole | None = getattr(mode, "answer_whole", None)
     return answer

@@ -21,9 +21,23 @@ from fwatchdog.config import Config
 from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration, parse_duration
 from fwatchdog.errors import StartupError
-from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request, RequestBody
+from fwatchdog.http.connection import HttpConnection
+from fwatchdog.http.passthrough import (
+    HEAD_END,
+    PassedResponse,
+    ResponsePassthrough,
+    is_whole_request,
+)
+from fwatchdog.http.request import (
+    BodyError,
+    ClientDisconnectedError,
+    Request,
+    RequestBody,
+    split_target,
+)
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
+from fwatchdog.modes.base import Ledger
 from fwatchdog.process import SpawnError, describe_exit
 from fwatchdog.tunnel import Tunnel
 from fwatchdog.upstream import (
@@ -56,6 +70,8 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds; Content-Length
 # stays (the HTTP layer frames the body with it).
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
+# Request fields that make the proxy rewrite a head rather than pass it on as it came.
+_NOT_PASSED = frozenset((*_HOP_BY_HOP, "expect"))
 # Connection options that are not field names.
 _CONNECTION_OPTIONS = frozenset(("close", "keep-alive", "upgrade"))
 _CONNECTION_OPTIONS_BYTES = frozenset(option.encode() for option in _CONNECTION_OPTIONS)
@@ -84,6 +100,7 @@ class HttpMode:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._pool = UpstreamPool(self._host, self._port)
+        self._passthrough = ResponsePassthrough()
         self._deadlines = Deadlines()
         self._ready: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[str] = loop.create_future()
@@ -180,17 +197,77 @@ class HttpMode:
             self._pool.release(conn)
             return False
         started = time.perf_counter()
-        head_lines, asked_timeout = self._request_head(request)
-        parts = self._framed(request, head_lines, body)
+        passed_on, asked_timeout = self._as_received(request)
+        if passed_on:
+            assert request.raw is not None
+            parts = [request.raw]
+        else:
+            head_lines, asked_timeout = self._request_head(request)
+            parts = self._framed(request, head_lines, body)
         timeout, timeout_name = self._timeout(asked_timeout)
         write_timeout = self._config.write_timeout
         if timeout <= 0 or write_timeout < timeout:
             timeout, timeout_name = write_timeout, "write_timeout"
-        forwarding = _Forwarding(self, request, response, started, parts, timeout_name, timeout)
+        forwarding = _Forwarding(
+            self, request, response, started, parts, timeout_name, timeout, passed_on
+        )
         response.on_abandon(forwarding.abandon)
         self._deadlines.add(forwarding, timeout)
         forwarding.send_on(conn)
         return True
+
+    def answer_whole(
+        self,
+        conn: HttpConnection,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        raw: bytes,
+        content_length: int | None,
+        ledger: Ledger,
+    ) -> bool:
+        """A whole request passed on as it came, on an idle pooled connection, before any
+        Request or Response is made (`_Relay`); False for the usual path to take it."""
+        if not self._ready.done() or self._exit_reason or method == "HEAD" or self._path_prefix:
+            return False
+        passes, asked_timeout = _passes_as_received(headers)
+        if not passes:
+            return False
+        upstream = self._pool.take()
+        if upstream is None:
+            return False
+        started = time.perf_counter()
+        timeout, timeout_name = self._timeout(asked_timeout)
+        write_timeout = self._config.write_timeout
+        if timeout <= 0 or write_timeout < timeout:
+            timeout, timeout_name = write_timeout, "write_timeout"
+        relay = _Relay(self, conn, ledger, method, target, headers, raw, content_length)
+        relay.started = started
+        relay.deadline_name = timeout_name
+        relay.deadline = timeout
+        conn.hold(relay)
+        ledger.enter()
+        self._deadlines.add(relay, timeout)
+        relay.send_on(upstream)
+        return True
+
+    def _as_received(self, request: Request) -> tuple[bool, str | None]:
+        """Whether a request may go upstream exactly as the client sent it, which spares
+        taking its head apart and writing it again, and its X-Timeout. So it may when it is
+        HTTP/1.1 with a Host, came alone in one read, with its whole body framed by
+        Content-Length (or none), and has no field `_request_head` would change; the answer
+        to it may then come back the same way (`_Forwarding.take_whole`)."""
+        raw = request.raw
+        if (
+            raw is None
+            or self._path_prefix
+            or request.method == "HEAD"
+            or request.http_version != "1.1"
+            or request.chunked
+            or not is_whole_request(raw, request.content_length)
+        ):
+            return False, None
+        return _passes_as_received(request.headers)
 
     def _framed(self, request: Request, head_lines: list[str], body: bytes) -> list[bytes]:
         """Head and whole body as written upstream, framed as `_proxy` frames a streamed one."""
@@ -435,13 +512,16 @@ class _Forwarding:
     """One request proxied without a task (`HttpMode.answer_now`): its head and whole body go
     out in one write, the response is relayed by the upstream connection's callbacks (this is
     its `ResponseSink`), a stale pooled connection costs one retry on a new connection, and
-    the deadline (`cancel`) or the client leaving (`abandon`) ends it early."""
+    the deadline (`cancel`) or the client leaving (`abandon`) ends it early. A request that
+    went out as it came (`passed_on`) offers the first read of its answer to `take_whole`."""
 
     __slots__ = (
         "_deadline",
         "_deadline_name",
         "_mode",
         "_parts",
+        "_passed",
+        "_passed_on",
         "_retry",
         "conn",
         "finished",
@@ -459,8 +539,11 @@ class _Forwarding:
         parts: list[bytes],
         deadline_name: str,
         deadline: float,
+        passed_on: bool,
     ) -> None:
         self._mode = mode
+        self._passed_on = passed_on
+        self._passed: PassedResponse | None = None
         self.request = request
         self.response = response
         self.started = started
@@ -473,8 +556,20 @@ class _Forwarding:
 
     def send_on(self, conn: UpstreamConnection) -> None:
         self.conn = conn
-        conn.begin(self, self.request.method == "HEAD")
+        conn.begin(
+            self, self.request.method == "HEAD", self.take_whole if self._passed_on else None
+        )
         conn.writelines(self._parts)
+
+    def take_whole(self, data: bytes) -> bool | None:
+        """The first read of the answer: when it is the whole of a simple response, keep it
+        ready to pass on as it came (`on_end` sends it), less `Connection`, plus ours."""
+        seconds = b"X-Duration-Seconds: %f\r\n" % (time.perf_counter() - self.started)
+        passed = self._mode._passthrough.pass_on(data, seconds)
+        if passed is None:
+            return None
+        self._passed = passed
+        return passed.upstream_keeps_alive
 
     # ResponseSink
     def on_head(self, status: int, headers: RawHeaders) -> None:
@@ -488,7 +583,12 @@ class _Forwarding:
 
     def on_end(self) -> None:
         self._settle()
-        self.response.end()
+        passed = self._passed
+        if passed is None:
+            self.response.end()
+            return
+        self._passed = None
+        self.response.send_passthrough(passed.status, passed.message, passed.body_length)
 
     def on_error(self, error: UpstreamError) -> None:
         if isinstance(error, UpstreamClosedError) and error.stale and self._retry is None:
@@ -692,6 +792,188 @@ async def _pump_body(
         conn.write(LAST_CHUNK)
     exchange.body_finished = True
     conn.body_complete = True
+
+
+def _passes_as_received(headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
+    """Whether request headers need no change on the way upstream (a Host, no hop-by-hop
+    field, no Expect), and the X-Timeout among them."""
+    has_host = False
+    asked_timeout: str | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in _NOT_PASSED or lowered.startswith("proxy-"):
+            return False, None
+        if lowered == "host":
+            has_host = True
+        elif lowered == "x-timeout" and asked_timeout is None:
+            asked_timeout = value
+    return has_host, asked_timeout
+
+
+class _Relay:
+    """One whole request proxied with nothing made for it but this (`answer_whole`): the
+    client's bytes go upstream as they came, and a simple whole answer comes back the same way
+    (`take_whole`), written to the client's connection and reported to the ledger. Anything
+    else (an answer that needs taking apart, a stale connection, the deadline) promotes it
+    to a `_Forwarding` with a Request and a Response, which carries on as for `answer_now`."""
+
+    __slots__ = (
+        "_conn",
+        "_forwarding",
+        "_ledger",
+        "_mode",
+        "_passed",
+        "content_length",
+        "deadline",
+        "deadline_name",
+        "headers",
+        "method",
+        "raw",
+        "started",
+        "target",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        mode: HttpMode,
+        conn: HttpConnection,
+        ledger: Ledger,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        raw: bytes,
+        content_length: int | None,
+    ) -> None:
+        self._mode = mode
+        self._conn = conn
+        self._ledger = ledger
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.raw = raw
+        self.content_length = content_length
+        self.started = 0.0
+        self.deadline_name = ""
+        self.deadline = 0.0
+        self.upstream: UpstreamConnection | None = None
+        self._passed: PassedResponse | None = None
+        self._forwarding: _Forwarding | None = None
+
+    def send_on(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        upstream.begin(self, False, self.take_whole)
+        upstream.write(self.raw)
+
+    def take_whole(self, data: bytes) -> bool | None:
+        seconds = b"X-Duration-Seconds: %f\r\n" % (time.perf_counter() - self.started)
+        passed = self._mode._passthrough.pass_on(data, seconds)
+        if passed is None:
+            self._promote()  # the parser takes it from here, for the _Forwarding
+            return None
+        self._passed = passed
+        return passed.upstream_keeps_alive
+
+    # ResponseSink: only on_end comes here, after take_whole; the rest promotes
+    def on_end(self) -> None:
+        passed = self._passed
+        if passed is None:
+            self._promote().on_end()
+            return
+        self._passed = None
+        self._mode._deadlines.discard(self)
+        conn = self._conn
+        conn.write(passed.message)
+        seconds = time.perf_counter() - self.started
+        self._ledger.leave(
+            self.method, self.target, self.headers, passed.status, passed.body_length, seconds
+        )
+        conn.release()
+
+    def on_head(self, status: int, headers: RawHeaders) -> None:
+        self._promote().on_head(status, headers)
+
+    def on_body(self, data: bytes) -> None:
+        self._promote().on_body(data)
+
+    def on_error(self, error: UpstreamError) -> None:
+        self._promote().on_error(error)
+
+    def on_upgrade(self) -> None:
+        self._promote().on_upgrade()
+
+    # Ends that come from outside
+    def cancel(self) -> None:
+        """The deadline passed: as `_Forwarding.cancel` (504, or cut off)."""
+        self._promote().cancel()
+
+    def abandon(self) -> None:
+        """The client left (the connection's `Pending`)."""
+        forwarding = self._forwarding
+        if forwarding is not None:
+            forwarding.response.abandon()
+            return
+        self._mode._deadlines.discard(self)
+        upstream = self.upstream
+        if upstream is not None and upstream.busy_with is self:
+            upstream.abort()
+        seconds = time.perf_counter() - self.started
+        self._ledger.leave(self.method, self.target, self.headers, 499, 0, seconds)
+        self._conn.release(keep_open=False)
+
+    def _promote(self) -> _Forwarding:
+        """Make the Request and Response the general path needs, and hand over to it."""
+        forwarding = self._forwarding
+        if forwarding is not None:
+            return forwarding
+        mode = self._mode
+        conn = self._conn
+        raw = self.raw
+        body = RequestBody(conn, False, self.content_length)
+        body_bytes = raw[raw.find(HEAD_END) + 4 :]
+        if body_bytes:
+            body.feed(body_bytes)
+        body.finish()
+        path, query = split_target(self.target)
+        request = Request(
+            self.method,
+            self.target,
+            path,
+            query,
+            self.headers,
+            "1.1",
+            True,
+            body,
+            content_length=self.content_length,
+            remote_addr=conn.remote_addr,
+            raw=raw,
+        )
+        response = Response(conn, self.method, "1.1", True)
+        forwarding = _Forwarding(
+            mode, request, response, self.started, [raw], self.deadline_name, self.deadline, True
+        )
+        self._forwarding = forwarding
+        forwarding.conn = self.upstream
+        response.on_abandon(forwarding.abandon)
+        response.when_done(self._promoted_done)
+        mode._deadlines.discard(self)
+        left = self.deadline - (time.perf_counter() - self.started)
+        mode._deadlines.add(forwarding, max(left, 0.0))
+        upstream = self.upstream
+        if upstream is not None and upstream.busy_with is self:
+            upstream.redirect(forwarding)
+        return forwarding
+
+    def _promoted_done(self) -> None:
+        forwarding = self._forwarding
+        assert forwarding is not None
+        response = forwarding.response
+        status = response.status if response.started else 499
+        seconds = time.perf_counter() - self.started
+        self._ledger.leave(
+            self.method, self.target, self.headers, status, response.bytes_sent, seconds
+        )
+        self._conn.release(response.keep_alive)
 
 
 def _connection_tokens(value: str, listed: set[str] | None) -> set[str]:
