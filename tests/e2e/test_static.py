@@ -21,7 +21,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Watchdog, free_port, start_watchdog
+from conftest import ROOT, Watchdog, free_port, start_watchdog, wait_until
 
 Factory = Callable[..., Watchdog]
 FWATCHDOG = [sys.executable, "-m", "fwatchdog"]
@@ -823,6 +823,70 @@ def test_static_cached_file_replaced_or_removed_is_seen(
     assert raw_get(watchdog, "/current/app.css").body == b"b{}"
     shutil.rmtree(root / "v2")
     assert raw_get(watchdog, "/current/app.css").status == 404
+
+
+def kept_alive_get(sock: socket.socket, target: bytes) -> Reply:
+    sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: static.test\r\n\r\n")
+    return _read_reply(sock)
+
+
+def test_static_large_file_rewritten_is_served_new_on_a_kept_alive_connection(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    """The second request for a large file goes out by sendfile from its cached head; a
+    change to the file is seen all the same."""
+    root = tmp_path / "root"
+    first, second = random_bytes(BIG_SIZE, seed=1), random_bytes(BIG_SIZE + 7, seed=2)
+    path = write_file(root / "big.bin", first)
+    watchdog = watchdog_factory(mode="static", static_path=str(root))
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        for _ in range(3):
+            assert kept_alive_get(sock, b"/big.bin").body == first
+        write_file(path, second)
+        reply = kept_alive_get(sock, b"/big.bin")
+        assert (reply.headers["content-length"], reply.body) == (str(len(second)), second)
+        assert kept_alive_get(sock, b"/big.bin").body == second
+
+
+def test_static_client_leaving_mid_file_is_logged_with_what_it_got_and_nothing_stays(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    size = 32 * 1024 * 1024
+    write_file(root / "huge.bin", random_bytes(size))
+    watchdog = watchdog_factory(mode="static", static_path=str(root))
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        assert len(kept_alive_get(sock, b"/huge.bin").body) == size  # caches its head
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /huge.bin?second HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    log = watchdog.wait_for_log("GET /huge.bin?second - 200 - ContentLength: ")
+    partial = re.search(r"GET /huge\.bin\?second - 200 - ContentLength: (\S+) ", log)
+    assert partial is not None and partial[1] != "33.55MB", log
+    assert wait_until(lambda: "http_requests_in_flight 0.0" in watchdog.metrics().splitlines())
+    assert raw_get(watchdog, "/huge.bin", method="HEAD").status == 200
+
+
+def test_static_large_file_to_a_client_that_stops_reading_is_cut_off_at_write_timeout(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    size = 32 * 1024 * 1024
+    write_file(root / "huge.bin", random_bytes(size))
+    watchdog = watchdog_factory(mode="static", static_path=str(root), write_timeout="1s")
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        assert len(kept_alive_get(sock, b"/huge.bin").body) == size
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        began = time.monotonic()
+        time.sleep(2)  # not reading: the watchdog must give up at write_timeout
+        received = 0
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+        assert received < size
+        assert time.monotonic() - began < 8
+    assert raw_get(watchdog, "/huge.bin", method="HEAD").status == 200
 
 
 def test_static_index_added_to_a_listed_directory_is_served(

@@ -513,6 +513,15 @@ class HttpConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         return os.dup(sock.fileno())
 
+    def borrow_socket(self) -> int | None:
+        """A duplicate of the socket for direct writes (sendfile) now, or None while the
+        transport still holds bytes to send, which must go first."""
+        transport = self._transport
+        if transport is None or self._closed or transport.get_write_buffer_size():
+            return None
+        sock = transport.get_extra_info("socket")
+        return None if sock is None else os.dup(sock.fileno())
+
     def on_drain(self, callback: Callable[[], None]) -> None:
         if self._writable or self._closed:
             callback()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from fwatchdog.config import Config
+from fwatchdog.deadlines import Deadlines
 from fwatchdog.errors import StartupError
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.dates import date_line_ending_head
@@ -46,6 +47,7 @@ from fwatchdog.modes.static_paths import (
     parse_url_path,
     raw_path_of,
 )
+from fwatchdog.modes.static_sender import FileSender
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
@@ -55,6 +57,7 @@ RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 # Files up to this size are kept in memory once served; the cache holds at most CACHE_BYTES.
 CACHE_FILE_MAX = 256 * 1024
+SEND_DEADLINE_TICK = 0.05  # write_timeout of a file sent without a task fires at most this late
 
 
 class StaticMode:
@@ -65,6 +68,7 @@ class StaticMode:
         self._log = log
         self._root: StaticRoot | None = None
         self._cache = FileCache()
+        self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
 
     async def start(self) -> None:
         try:
@@ -95,13 +99,44 @@ class StaticMode:
         cached = self._cache.get(raw_path_of(target))
         if cached is None or (headers and _may_condition(headers)):
             return False
+        body = cached.body
         if method == "HEAD":
             conn.write(cached.head_200 + date_line_ending_head())
             size = 0
+        elif body is None:
+            return self._send_large(conn, cached, ledger, (method, target, headers))
         else:
-            conn.write(b"".join((cached.head_200, date_line_ending_head(), cached.body)))
-            size = len(cached.body)
+            conn.write(b"".join((cached.head_200, date_line_ending_head(), body)))
+            size = len(body)
         ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
+        return True
+
+    def _send_large(
+        self,
+        conn: HttpConnection,
+        cached: CachedFile,
+        ledger: Ledger,
+        request: tuple[str, str, list[tuple[str, str]]],
+    ) -> bool:
+        """A large file whose head is cached, by sendfile without a task (FileSender)."""
+        try:
+            file_fd = os.open(cached.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        if identity_of(os.fstat(file_fd)) != cached.identity:
+            os.close(file_fd)
+            return False  # changed since: the general path looks at it afresh
+        socket_fd = conn.borrow_socket()
+        if socket_fd is None:
+            os.close(file_fd)
+            return False
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(tick=SEND_DEADLINE_TICK)
+        head = cached.head_200 + date_line_ending_head()
+        size = cached.facts.validators.size
+        sender = FileSender(conn, socket_fd, file_fd, head, size, ledger, deadlines, request)
+        sender.start(self._config.write_timeout)
         return True
 
     def answer_now(self, request: Request, response: Response) -> bool:
@@ -109,7 +144,7 @@ class StaticMode:
         if request.method not in ALLOWED_METHODS:
             return False
         cached = self._cache.get(raw_path_of(request.target))
-        if cached is None:
+        if cached is None or cached.body is None:
             return False
         self._send_cached(request, response, cached)
         return True
@@ -123,7 +158,7 @@ class StaticMode:
             return
         raw_path = raw_path_of(request.target)
         cached = self._cache.get(raw_path)
-        if cached is not None:
+        if cached is not None and cached.body is not None:
             self._send_cached(request, response, cached)
             return
         root = self._root
@@ -205,6 +240,7 @@ class StaticMode:
         )
 
     def _send_cached(self, request: Request, response: Response, cached: CachedFile) -> None:
+        assert cached.body is not None
         headers = request.headers
         if headers and _may_condition(headers):
             conditions = conditions_of(headers)
@@ -243,6 +279,10 @@ class StaticMode:
                 self._cache.put(raw_path, entry)
             self._send_cached(request, response, entry)
             return
+        if size == st.st_size:
+            # Its head, for answer_whole to send it by sendfile without a task next time.
+            head = prepared_head(200, [*facts.headers(), ("Content-Length", str(size))])
+            self._cache.put(raw_path, CachedFile(opened.path, identity_of(st), facts, None, head))
         outcome = _Outcome.decide(conditions_of(request.headers), facts)
         if request.method == "HEAD":
             outcome.send_body = False

@@ -80,7 +80,7 @@ class CachedFile:
     path: bytes
     identity: Identity
     facts: FileFacts
-    body: bytes
+    body: bytes | None  # None for a file too large to keep: sent from the file each time
     head_200: bytes  # the status line and headers of a 200, Date and blank line excepted
     checked: int = -1  # the FileCache tick of the last check (-1: check at next use)
 
@@ -113,7 +113,8 @@ class _Inotify:
 
 
 class FileCache:
-    """Small hot files by request path, oldest dropped first; trusted while nothing changed."""
+    """Hot files by request path (small ones with their bytes, large ones with their head only),
+    oldest dropped first; trusted while nothing changed."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES, max_entries: int = CACHE_ENTRIES) -> None:
         self._entries: OrderedDict[str, CachedFile] = OrderedDict()
@@ -173,7 +174,7 @@ class FileCache:
             self.close()  # out of watches: check every use from now on
         self._drop(key)
         self._entries[key] = entry
-        self._bytes += len(entry.body)
+        self._bytes += len(entry.body or b"")
         while self._bytes > self._max_bytes or len(self._entries) > self._max_entries:
             self._drop(next(iter(self._entries)))
         if self._inotify is not None and self._ticker is None and self._loop is not None:
@@ -213,4 +214,4 @@ class FileCache:
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= len(entry.body)
+            self._bytes -= len(entry.body or b"")
