@@ -13,9 +13,14 @@ import fcntl
 import os
 from collections.abc import Callable
 
-READ_CHUNK = 256 * 1024
 DEFAULT_PIPE_SIZE = 64 * 1024
 PIPE_SIZE = 1024 * 1024
+# Reads of a default pipe's size at first: most functions' whole output, without allocating
+# more. Once output fills the pipe, it is enlarged and read whole: each read then moves up to
+# a mebibyte, and the loop's per-read costs (pausing and resuming readers when the client is
+# full, a few system calls each) are paid four times less often than with 256 KiB reads.
+READ_CHUNK = DEFAULT_PIPE_SIZE
+BULK_READ_CHUNK = PIPE_SIZE
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -33,7 +38,17 @@ class PipeReader:
     one write, with a Content-Length). A pipe that fills up is enlarged once.
     """
 
-    __slots__ = ("_fd", "_grown", "_loop", "_on_data", "_on_eof", "_reading", "closed", "probe_eof")
+    __slots__ = (
+        "_chunk",
+        "_fd",
+        "_grown",
+        "_loop",
+        "_on_data",
+        "_on_eof",
+        "_reading",
+        "closed",
+        "probe_eof",
+    )
 
     def __init__(
         self,
@@ -48,6 +63,7 @@ class PipeReader:
         self._on_eof = on_eof
         self._reading = False
         self._grown = False
+        self._chunk = READ_CHUNK
         self.closed = False
         self.probe_eof = probe_eof
 
@@ -66,7 +82,7 @@ class PipeReader:
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self._fd, READ_CHUNK)
+            data = os.read(self._fd, self._chunk)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -79,10 +95,11 @@ class PipeReader:
         if len(data) >= DEFAULT_PIPE_SIZE and not self._grown:
             self._grown = True
             enlarge_pipe(self._fd)
+            self._chunk = BULK_READ_CHUNK
         at_eof = False
-        if self.probe_eof and len(data) < READ_CHUNK:
+        if self.probe_eof and len(data) < self._chunk:
             try:
-                more = os.read(self._fd, READ_CHUNK)
+                more = os.read(self._fd, self._chunk)
             except (BlockingIOError, InterruptedError):
                 more = None
             except OSError:
