@@ -1,0 +1,76 @@
+"""The static file cache: trusted on inotify's word, re-checked once a second, stat without it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from fwatchdog.modes.static_cache import RECHECK_SECONDS, CachedFile, FileCache, identity_of
+
+
+def cached(path: Path) -> CachedFile:
+    data = path.read_bytes()
+    return CachedFile(bytes(path), identity_of(os.stat(path)), None, data, b"HTTP/1.1 200 OK\r\n")  # type: ignore[arg-type]
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_without_inotify_every_use_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"one")
+    cache = FileCache()
+    cache.put("/a.txt", cached(path))
+    assert cache.get("/a.txt") is not None
+    assert cache.get("/a.txt") is not None
+    rewrite(path, b"two")
+    assert cache.get("/a.txt") is None
+
+
+def test_with_inotify_a_change_under_the_root_empties_the_cache(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        root = tmp_path / "root"
+        (root / "css").mkdir(parents=True)
+        path = root / "css" / "a.css"
+        path.write_bytes(b"a{}")
+        cache = FileCache()
+        assert cache.watch(bytes(root))
+        cache.put("/css/a.css", cached(path))
+        assert cache.get("/css/a.css") is not None  # checked once, then trusted
+        (root / "css" / "b.css").write_bytes(b"b{}")  # any change in a watched directory
+        await asyncio.sleep(0.05)  # the loop reads the event
+        assert cache.get("/css/a.css") is None
+        cache.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_change_inotify_cannot_see_is_seen_within_a_second(tmp_path: Path) -> None:
+    """A hard link written through a directory outside the watched ones: no event reaches
+    the cache, and the once-a-second check catches it."""
+
+    async def scenario() -> None:
+        root = tmp_path / "root"
+        root.mkdir()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        path = root / "a.txt"
+        path.write_bytes(b"one")
+        os.link(path, elsewhere / "a.txt")
+        cache = FileCache()
+        assert cache.watch(bytes(root))
+        cache.put("/a.txt", cached(path))
+        assert cache.get("/a.txt") is not None
+        with open(elsewhere / "a.txt", "r+b") as through_the_link:
+            through_the_link.write(b"two!")
+        await asyncio.sleep(0.05)
+        assert cache.get("/a.txt") is not None  # trusted: no event came
+        await asyncio.sleep(RECHECK_SECONDS + 0.2)
+        assert cache.get("/a.txt") is None
+        cache.close()
+
+    asyncio.run(scenario())
