@@ -74,3 +74,20 @@ def test_a_change_inotify_cannot_see_is_seen_within_a_second(tmp_path: Path) -> 
         cache.close()
 
     asyncio.run(scenario())
+
+
+def test_entries_trusted_before_inotify_stops_are_checked_again(tmp_path: Path) -> None:
+    """Out of watches (or stopped), the cache goes back to a stat per use, for every entry."""
+
+    async def scenario() -> None:
+        path = tmp_path / "a.txt"
+        path.write_bytes(b"one")
+        cache = FileCache()
+        assert cache.watch(bytes(tmp_path))
+        cache.put("/a.txt", cached(path))
+        assert cache.get("/a.txt") is not None  # trusted from now on
+        cache.close()
+        rewrite(path, b"two")  # no one is watching any more
+        assert cache.get("/a.txt") is None
+
+    asyncio.run(scenario())

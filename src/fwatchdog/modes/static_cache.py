@@ -146,6 +146,8 @@ class FileCache:
         return True
 
     def close(self) -> None:
+        """Stop watching; entries are checked with stat on every use from now on."""
+        self._tick += 1  # what inotify vouched for is vouched for no longer
         inotify, self._inotify = self._inotify, None
         if inotify is not None and self._loop is not None:
             self._loop.remove_reader(inotify.fd)
