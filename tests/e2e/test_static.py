@@ -7,6 +7,7 @@ table of hostile paths sent raw over a socket so that no client tidies them firs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -848,16 +849,27 @@ def test_static_large_file_rewritten_is_served_new_on_a_kept_alive_connection(
         assert kept_alive_get(sock, b"/big.bin").body == second
 
 
+HUGE = 32 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def huge_file_served_once(watchdog: Watchdog) -> Iterator[socket.socket]:
+    """A kept-alive connection on which /huge.bin was fetched whole once (its head is now
+    cached), with a small receive buffer: the next fetch goes out by sendfile without a task,
+    at the pace this client takes it."""
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        assert len(kept_alive_get(sock, b"/huge.bin").body) == HUGE
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        yield sock
+
+
 def test_static_client_leaving_mid_file_is_logged_with_what_it_got_and_nothing_stays(
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
-    size = 32 * 1024 * 1024
-    write_file(root / "huge.bin", random_bytes(size))
+    write_file(root / "huge.bin", random_bytes(HUGE))
     watchdog = watchdog_factory(mode="static", static_path=str(root))
-    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
-        assert len(kept_alive_get(sock, b"/huge.bin").body) == size  # caches its head
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    with huge_file_served_once(watchdog) as sock:
         sock.sendall(b"GET /huge.bin?second HTTP/1.1\r\nHost: static.test\r\n\r\n")
         sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: static.test\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
@@ -872,19 +884,16 @@ def test_static_large_file_to_a_client_that_stops_reading_is_cut_off_at_write_ti
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
-    size = 32 * 1024 * 1024
-    write_file(root / "huge.bin", random_bytes(size))
+    write_file(root / "huge.bin", random_bytes(HUGE))
     watchdog = watchdog_factory(mode="static", static_path=str(root), write_timeout="1s")
-    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
-        assert len(kept_alive_get(sock, b"/huge.bin").body) == size
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    with huge_file_served_once(watchdog) as sock:
         sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: static.test\r\n\r\n")
         began = time.monotonic()
         time.sleep(2)  # not reading: the watchdog must give up at write_timeout
         received = 0
         while chunk := sock.recv(1 << 20):
             received += len(chunk)
-        assert received < size
+        assert received < HUGE
         assert time.monotonic() - began < 8
     assert raw_get(watchdog, "/huge.bin", method="HEAD").status == 200
 
