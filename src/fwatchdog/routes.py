@@ -17,7 +17,7 @@ from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
-from fwatchdog.modes.base import Mode, answer_now_of, answer_whole_of
+from fwatchdog.modes.base import Mode, answer_known_of, answer_now_of, answer_whole_of
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
@@ -53,6 +53,7 @@ class Router:
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
         self._mode_answer_whole = answer_whole_of(mode)
+        self._mode_answer_known = answer_known_of(mode)
 
     def answer_whole(
         self,
@@ -73,6 +74,17 @@ class Router:
         if max_inflight and self.in_flight >= max_inflight:
             return False
         return answer(conn, method, target, headers, raw, content_length, self)
+
+    def answer_known(self, conn: HttpConnection, data: bytes) -> bool:
+        """The mode's answer again to a request it answered whole before, byte for byte
+        (see HttpConnection); past max_inflight it goes the usual way."""
+        answer = self._mode_answer_known
+        if answer is None:
+            return False
+        max_inflight = self._config.max_inflight
+        if max_inflight and self.in_flight >= max_inflight:
+            return False
+        return answer(conn, data, self)
 
     # Ledger, for modes answering whole requests
     def enter(self) -> None:

@@ -849,6 +849,37 @@ def test_static_large_file_rewritten_is_served_new_on_a_kept_alive_connection(
         assert kept_alive_get(sock, b"/big.bin").body == second
 
 
+def test_static_the_same_request_again_gets_the_same_answer_until_the_file_changes(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    """A request repeated byte for byte is answered from what was remembered of it, before
+    the parser (answer_known): same bytes, a fresh Date, a log line each, on any connection;
+    a change to the file is seen at once."""
+    root = tmp_path / "root"
+    path = write_file(root / "app.js", b"version = 1;", MTIME)
+    watchdog = watchdog_factory(mode="static", static_path=str(root))
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        replies = [kept_alive_get(sock, b"/app.js?v=1") for _ in range(3)]
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        replies.append(kept_alive_get(sock, b"/app.js?v=1"))
+        sock.sendall(b"HEAD /app.js?v=1 HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        sock.sendall(b"HEAD /app.js?v=1 HTTP/1.1\r\nHost: static.test\r\n\r\n")
+        heads = [_read_reply(sock, head_request=True) for _ in range(2)]
+        write_file(path, b"version = 22;", MTIME + 10)
+        changed = kept_alive_get(sock, b"/app.js?v=1")
+    for reply in replies:
+        assert (reply.status, reply.body) == (200, b"version = 1;")
+        no_date = re.sub(rb"\r\nDate: [^\r]*", b"", reply.raw_head)
+        assert no_date == re.sub(rb"\r\nDate: [^\r]*", b"", replies[0].raw_head)
+        assert "date" in reply.headers
+    for head in heads:
+        assert (head.status, head.headers["content-length"], head.body) == (200, "12", b"")
+    assert (changed.status, changed.body) == (200, b"version = 22;")
+    log = watchdog.wait_for_log("GET /app.js?v=1 - 200 - ContentLength: 13B")
+    assert log.count("GET /app.js?v=1 - 200 - ContentLength: 12B") == 4
+    assert log.count("HEAD /app.js?v=1 - 200 - ContentLength: 0B") == 2
+
+
 HUGE = 32 * 1024 * 1024
 
 

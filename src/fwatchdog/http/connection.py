@@ -46,6 +46,11 @@ AnswerNow = Callable[[Request, Response], bool]
 AnswerWhole = Callable[
     ["HttpConnection", str, str, list[tuple[str, str]], bytes, "int | None"], bool
 ]
+# And `answer_known(conn, data) -> bool`, offered before the parser sees it a read that
+# arrives between requests on an idle connection: True when `data` is, byte for byte, a whole
+# request the handler answered on that lane before and it has answered it again (with
+# `conn.write`, complete). The parser is not fed: it stays between requests, as it would be.
+AnswerKnown = Callable[["HttpConnection", bytes], bool]
 OnError = Callable[[str], None]
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -118,6 +123,7 @@ class HttpConnection(asyncio.Protocol):
         self._handler = handler
         self._answer_now_of_handler: AnswerNow | None = getattr(handler, "answer_now", None)
         self._answer_whole: AnswerWhole | None = getattr(handler, "answer_whole", None)
+        self._answer_known: AnswerKnown | None = getattr(handler, "answer_known", None)
         self._limits = limits
         self._state = state
         self._on_error = on_error
@@ -175,6 +181,15 @@ class HttpConnection(asyncio.Protocol):
             return
         body = self._current_body
         if self._in_headers or body is None or body.complete:
+            if (
+                self._answer_known is not None
+                and not self._in_headers
+                and self._runner is None
+                and self._pending is None
+                and not self._queue
+                and self._known_answered(data)
+            ):
+                return
             # A guard for one endless header line, which httptools buffers without a limit;
             # the exact count of complete headers is kept in on_header.
             self._raw_head_bytes += len(data)
@@ -357,6 +372,23 @@ class HttpConnection(asyncio.Protocol):
                 self._close()
             else:
                 self._arm_idle_timer()
+        return True
+
+    def _known_answered(self, data: bytes) -> bool:
+        """Offer a read to the handler's `answer_known`; True if it answered it."""
+        answer_known = self._answer_known
+        assert answer_known is not None
+        try:
+            if not answer_known(self, data):
+                return False
+        except Exception as error:  # a bug in a mode must not take the server down
+            self._on_error(f"error answering a known request: {error!r}")
+            self._close()
+            return True
+        if self._state.closing:
+            self._close()
+        else:
+            self._arm_idle_timer()
         return True
 
     def hold(self, pending: Pending) -> None:

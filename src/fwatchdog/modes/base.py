@@ -45,6 +45,9 @@ AnswerWhole = Callable[
 ]
 
 
+AnswerKnown = Callable[[HttpConnection, bytes, Ledger], bool]
+
+
 class Mode(Protocol):
     """One way of turning a request into a function's answer."""
 
@@ -75,4 +78,12 @@ def answer_whole_of(mode: Mode) -> AnswerWhole | None:
     request from bytes ready to go, reporting to `ledger`; or returns False, having written
     nothing, for the usual path to answer it."""
     answer: AnswerWhole | None = getattr(mode, "answer_whole", None)
+    return answer
+
+
+def answer_known_of(mode: Mode) -> AnswerKnown | None:
+    """The mode's optional path before the parser: `answer_known(conn, data, ledger) -> bool`
+    answers a read that is byte for byte a request it answered whole before (static mode:
+    the same GET for the same cached file), or returns False, having written nothing."""
+    answer: AnswerKnown | None = getattr(mode, "answer_known", None)
     return answer

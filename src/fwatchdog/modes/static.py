@@ -57,6 +57,9 @@ RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 # Files up to this size are kept in memory once served; the cache holds at most CACHE_BYTES.
 CACHE_FILE_MAX = 256 * 1024
+# Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
+KNOWN_REQUESTS = 1024
+KNOWN_REQUEST_MAX = 1024
 SEND_DEADLINE_TICK = 0.05  # write_timeout of a file sent without a task fires at most this late
 
 
@@ -68,6 +71,9 @@ class StaticMode:
         self._log = log
         self._root: StaticRoot | None = None
         self._cache = FileCache()
+        # Request bytes answer_whole answered from memory -> what answer_known needs to
+        # answer them again: method, target, headers, cache key.
+        self._known: dict[bytes, tuple[str, str, list[tuple[str, str]], str]] = {}
         self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
 
     async def start(self) -> None:
@@ -108,6 +114,31 @@ class StaticMode:
         else:
             conn.write(b"".join((cached.head_200, date_line_ending_head(), body)))
             size = len(body)
+        ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
+        if len(raw) <= KNOWN_REQUEST_MAX:
+            known = self._known
+            if len(known) >= KNOWN_REQUESTS:
+                del known[next(iter(known))]  # the oldest
+            known[raw] = (method, target, headers, raw_path_of(target))
+        return True
+
+    def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
+        """The same request bytes as one answer_whole answered from memory before: the same
+        answer (with today's Date), as long as the cached file is still what is on disk."""
+        known = self._known.get(data)
+        if known is None:
+            return False
+        started = time.perf_counter()
+        method, target, headers, key = known
+        cached = self._cache.get(key)
+        if cached is None or cached.body is None:
+            return False
+        if method == "HEAD":
+            conn.write(cached.head_200 + date_line_ending_head())
+            size = 0
+        else:
+            conn.write(b"".join((cached.head_200, date_line_ending_head(), cached.body)))
+            size = len(cached.body)
         ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
         return True
 
