@@ -453,6 +453,26 @@ def test_a_whole_simple_answer_is_passed_on_as_it_came(shared: Watchdog) -> None
     ), head
 
 
+def test_the_same_request_again_still_goes_to_the_upstream_every_time(shared: Watchdog) -> None:
+    """Repeated byte for byte, a request is passed on without being parsed again
+    (answer_known), and a repeated answer without being checked again: each one still goes
+    upstream and each answer comes back."""
+    request_bytes = b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    with raw_connection(shared) as sock:
+        counts = []
+        for _ in range(5):
+            sock.sendall(request_bytes)
+            head, body = read_one_response(sock)
+            assert re.fullmatch(
+                rb"HTTP/1\.1 200 OK\r\nContent-Length: \d+\r\nX-Duration-Seconds: \d+\.\d{6}\r\n"
+                rb"Date: [^\r]+ GMT",
+                head,
+            ), head
+            counts.append(int(body))
+    assert counts == list(range(counts[0], counts[0] + 5))
+    shared.wait_for_log("POST /count - 200 - ContentLength: ")
+
+
 def test_answers_that_cannot_pass_as_they_came_are_taken_apart_on_a_pooled_connection(
     shared: Watchdog,
 ) -> None:

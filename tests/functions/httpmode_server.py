@@ -32,6 +32,9 @@ def release_event(key: str) -> threading.Event:
         return RELEASES.setdefault(key, threading.Event())
 
 
+COUNTED: list[None] = []  # one entry per /count request answered
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Per connection: answer the next request by closing, after its head ("head") or after
@@ -120,6 +123,12 @@ class Handler(BaseHTTPRequestHandler):
                 b"Content-Length: 6\r\nConnection: keep-alive\r\nSet-Cookie: a=1\r\n"
                 b"Set-Cookie: b=2\r\n\r\nwhole\n"
             )
+        elif path == "/count":
+            # How many requests for /count this server has answered, in one write.
+            self.read_body()
+            COUNTED.append(None)
+            body = b"%d\n" % len(COUNTED)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
         elif path == "/sleep":
             self.read_body()
             print(f"sleeping {query.get('s', '1')}", file=sys.stderr, flush=True)

@@ -95,3 +95,14 @@ def test_a_declined_malformed_response_does_not_spoil_the_next() -> None:
     assert passthrough.pass_on(response(b"Bad Name: 1", b"Content-Length: 5"), ADDED) is None
     assert passthrough.pass_on(response(b"Content-Length: 5"), ADDED) is not None
     assert passthrough.pass_on(response(b"Content-Length: 5"), ADDED) is not None
+
+
+def test_the_same_response_again_is_edited_the_same_way_with_its_own_fields() -> None:
+    passthrough = ResponsePassthrough()
+    data = response(b"Content-Length: 5", b"Connection: keep-alive")
+    first = passthrough.pass_on(data, b"X-Duration-Seconds: 0.000100\r\n")
+    again = passthrough.pass_on(data, b"X-Duration-Seconds: 0.000200\r\n")
+    assert first is not None and again is not None
+    assert again.message == first.message.replace(b"0.000100", b"0.000200")
+    assert (again.status, again.body_length, again.upstream_keeps_alive) == (200, 5, True)
+    assert re.search(DATE_LINE, again.message)  # a fresh Date, since the upstream sent none

@@ -25,6 +25,9 @@ _UNUSUAL_RESPONSE_FIELDS = frozenset(
     (b"transfer-encoding", b"keep-alive", b"te", b"trailer", b"upgrade", b"x-duration-seconds")
 )
 _ONLY_OPTIONS = (b"keep-alive", b"close")
+# Distinct responses remembered (the oldest forgotten first), and the largest.
+KNOWN_RESPONSES = 64
+KNOWN_RESPONSE_MAX = 4096
 
 
 def is_whole_request(raw: bytes, content_length: int | None) -> bool:
@@ -56,6 +59,7 @@ class ResponsePassthrough:
         "_has_date",
         "_has_length",
         "_keeps_alive",
+        "_known",
         "_messages",
         "_parser",
         "_unusual",
@@ -63,6 +67,9 @@ class ResponsePassthrough:
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        # Responses accepted before, byte for byte -> what passing them on needs: a server
+        # answers the same bytes all through a second (its Date changes once a second).
+        self._known: dict[bytes, tuple[int, bytes, bool, bytes, bool]] = {}
         self._messages = 0
         self._complete = False
         self._keeps_alive = False
@@ -97,6 +104,12 @@ class ResponsePassthrough:
         """`data` with `added_fields` (encoded lines) and a Date when it has none, and
         without its `Connection` line, when it is exactly one whole, valid, simple response
         with a Content-Length body; None otherwise."""
+        known = self._known.get(data)
+        if known is not None:
+            status, fields, has_date, body, keeps_alive = known
+            end = b"\r\n" if has_date else date_line_ending_head()
+            message = b"".join((fields, added_fields, end, body))
+            return PassedResponse(status, message, len(body), keeps_alive)
         if not data.startswith(b"HTTP/1.1 "):
             return None
         self._messages = 0
@@ -121,6 +134,12 @@ class ResponsePassthrough:
         if connection_name is not None:
             cut = fields.find(b"\r\n" + connection_name + b":")
             fields = fields[:cut] + fields[fields.find(b"\r\n", cut + 2) :]
+        body = data[head_end + 4 :]
         end = b"\r\n" if self._has_date else date_line_ending_head()
-        message = b"".join((fields, added_fields, end, data[head_end + 4 :]))
+        message = b"".join((fields, added_fields, end, body))
+        if len(data) <= KNOWN_RESPONSE_MAX:
+            remembered = self._known
+            if len(remembered) >= KNOWN_RESPONSES:
+                del remembered[next(iter(remembered))]  # the oldest
+            remembered[data] = (status, fields, self._has_date, body, self._keeps_alive)
         return PassedResponse(status, message, body_length, self._keeps_alive)

@@ -70,6 +70,13 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds; Content-Length
 # stays (the HTTP layer frames the body with it).
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
+# Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
+KNOWN_REQUESTS = 1024
+KNOWN_REQUEST_MAX = 1024
+# What a request passed on as it came parsed to: method, target, headers, Content-Length and
+# X-Timeout.
+_KnownRequest = tuple[str, str, list[tuple[str, str]], "int | None", "str | None"]
+
 # Request fields that make the proxy rewrite a head rather than pass it on as it came.
 _NOT_PASSED = frozenset((*_HOP_BY_HOP, "expect"))
 # Connection options that are not field names.
@@ -101,6 +108,8 @@ class HttpMode:
         self._loop = loop
         self._pool = UpstreamPool(self._host, self._port)
         self._passthrough = ResponsePassthrough()
+        # Request bytes answer_whole passed on -> what they parsed to (answer_known).
+        self._known: dict[bytes, _KnownRequest] = {}
         self._deadlines = Deadlines()
         self._ready: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[str] = loop.create_future()
@@ -233,9 +242,32 @@ class HttpMode:
         passes, asked_timeout = _passes_as_received(headers)
         if not passes:
             return False
+        known = (method, target, headers, content_length, asked_timeout)
+        if not self._relay(conn, ledger, raw, known):
+            return False
+        if len(raw) <= KNOWN_REQUEST_MAX:
+            remembered = self._known
+            if len(remembered) >= KNOWN_REQUESTS:
+                del remembered[next(iter(remembered))]  # the oldest
+            remembered[raw] = known
+        return True
+
+    def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
+        """The same request bytes as one answer_whole passed on before: passed on again,
+        without parsing them again."""
+        known = self._known.get(data)
+        if known is None or not self._ready.done() or self._exit_reason:
+            return False
+        return self._relay(conn, ledger, data, known)
+
+    def _relay(
+        self, conn: HttpConnection, ledger: Ledger, raw: bytes, known: _KnownRequest
+    ) -> bool:
+        """Start a `_Relay` for `raw` on an idle pooled connection; False if there is none."""
         upstream = self._pool.take()
         if upstream is None:
             return False
+        method, target, headers, content_length, asked_timeout = known
         started = time.perf_counter()
         timeout, timeout_name = self._timeout(asked_timeout)
         write_timeout = self._config.write_timeout
