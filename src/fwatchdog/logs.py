@@ -109,10 +109,12 @@ class Log:
                 fields["call_id"] = call_id
             self._write_json("info", f"{method} {uri} {status}", fields)
             return
-        line = f"{method} {uri} - {status} - ContentLength: {human_size(size)} ({seconds:.4f}s)"
-        if call_id is not None:
-            line += f" [{call_id}]"
-        self._write_text(line)
+        tail = "\n" if call_id is None else f" [{call_id}]\n"
+        size_text = human_size(size)
+        self._put(
+            f"{self._time_stamp()}{method} {uri} - {status} - ContentLength: {size_text} "
+            f"({seconds:.4f}s){tail}"
+        )
 
     def function_line(self, stream_name: str, line: str, prefix: bool) -> None:
         """A line the function printed on `stream_name` ("stderr" or "stdout")."""
@@ -133,11 +135,15 @@ class Log:
             self._write_text(msg)
 
     def _write_text(self, msg: str) -> None:
+        self._put(self._time_stamp() + msg + "\n")
+
+    def _time_stamp(self) -> str:
+        """`2026/11/27 22:11:18 `, formatted once a second."""
         now = int(time.time())
         if now != self._stamp_second:
             self._stamp_second = now
             self._stamp = time.strftime("%Y/%m/%d %H:%M:%S ", time.localtime(now))
-        self._put(self._stamp + msg + "\n")
+        return self._stamp
 
     def _write_json(self, level: str, msg: str, fields: dict[str, object]) -> None:
         now = time.time()

@@ -473,6 +473,19 @@ def test_the_same_request_again_still_goes_to_the_upstream_every_time(shared: Wa
     shared.wait_for_log("POST /count - 200 - ContentLength: ")
 
 
+def test_a_request_waiting_on_the_upstream_is_not_taken_for_an_idle_connection(
+    http_factory: Factory,
+) -> None:
+    """The idle timeout (read_timeout here) starts once an answer is complete: on every path,
+    a slow upstream answer longer than it still arrives."""
+    watchdog = start_http(http_factory, read_timeout="1s", exec_timeout="10s")
+    with raw_connection(watchdog) as sock:
+        for _ in range(3):  # a task, then passed on as it came, then known byte for byte
+            sock.sendall(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_one_response(sock)
+            assert (head.split(b"\r\n")[0], body) == (b"HTTP/1.1 200 OK", b"slept\n")
+
+
 def test_answers_that_cannot_pass_as_they_came_are_taken_apart_on_a_pooled_connection(
     shared: Watchdog,
 ) -> None:

@@ -378,6 +378,7 @@ class HttpConnection(asyncio.Protocol):
         """Offer a read to the handler's `answer_known`; True if it answered it."""
         answer_known = self._answer_known
         assert answer_known is not None
+        self._idle_deadline = 0.0  # a request has begun (on_message_begin's part)
         try:
             if not answer_known(self, data):
                 return False
@@ -385,10 +386,11 @@ class HttpConnection(asyncio.Protocol):
             self._on_error(f"error answering a known request: {error!r}")
             self._close()
             return True
-        if self._state.closing:
-            self._close()
-        else:
-            self._arm_idle_timer()
+        if self._pending is None:  # else `release` goes on once the held answer is done
+            if self._state.closing:
+                self._close()
+            else:
+                self._arm_idle_timer()
         return True
 
     def hold(self, pending: Pending) -> None:
