@@ -367,11 +367,7 @@ class HttpConnection(asyncio.Protocol):
             self._on_error(f"error serving {method} {target}: {error!r}")
             self._close()  # what was written of an answer is unknown
             return True
-        if self._pending is None:
-            if self._state.closing:
-                self._close()
-            else:
-                self._arm_idle_timer()
+        self._answered_in_callback()
         return True
 
     def _known_answered(self, data: bytes) -> bool:
@@ -386,12 +382,17 @@ class HttpConnection(asyncio.Protocol):
             self._on_error(f"error answering a known request: {error!r}")
             self._close()
             return True
-        if self._pending is None:  # else `release` goes on once the held answer is done
+        self._answered_in_callback()
+        return True
+
+    def _answered_in_callback(self) -> None:
+        """After answer_whole or answer_known: go on with the connection, unless the answer
+        is held (then `release` does, once it is complete)."""
+        if self._pending is None:
             if self._state.closing:
                 self._close()
             else:
                 self._arm_idle_timer()
-        return True
 
     def hold(self, pending: Pending) -> None:
         """An answer that callbacks will finish: later requests wait for `release`."""

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import httptools
 
 from fwatchdog.http.dates import date_line_ending_head
+from fwatchdog.recent import Recent
 
 HEAD_END = b"\r\n\r\n"
 
@@ -69,7 +70,9 @@ class ResponsePassthrough:
         self._parser = httptools.HttpResponseParser(self)
         # Responses accepted before, byte for byte -> what passing them on needs: a server
         # answers the same bytes all through a second (its Date changes once a second).
-        self._known: dict[bytes, tuple[int, bytes, bool, bytes, bool]] = {}
+        self._known: Recent[tuple[int, bytes, bool, bytes, bool]] = Recent(
+            KNOWN_RESPONSES, KNOWN_RESPONSE_MAX
+        )
         self._messages = 0
         self._complete = False
         self._keeps_alive = False
@@ -137,9 +140,5 @@ class ResponsePassthrough:
         body = data[head_end + 4 :]
         end = b"\r\n" if self._has_date else date_line_ending_head()
         message = b"".join((fields, added_fields, end, body))
-        if len(data) <= KNOWN_RESPONSE_MAX:
-            remembered = self._known
-            if len(remembered) >= KNOWN_RESPONSES:
-                del remembered[next(iter(remembered))]  # the oldest
-            remembered[data] = (status, fields, self._has_date, body, self._keeps_alive)
+        self._known.remember(data, (status, fields, self._has_date, body, self._keeps_alive))
         return PassedResponse(status, message, body_length, self._keeps_alive)

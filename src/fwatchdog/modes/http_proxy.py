@@ -39,6 +39,7 @@ from fwatchdog.http.response import Response
 from fwatchdog.logs import Log
 from fwatchdog.modes.base import Ledger
 from fwatchdog.process import SpawnError, describe_exit
+from fwatchdog.recent import Recent
 from fwatchdog.tunnel import Tunnel
 from fwatchdog.upstream import (
     LAST_CHUNK,
@@ -109,7 +110,7 @@ class HttpMode:
         self._pool = UpstreamPool(self._host, self._port)
         self._passthrough = ResponsePassthrough()
         # Request bytes answer_whole passed on -> what they parsed to (answer_known).
-        self._known: dict[bytes, _KnownRequest] = {}
+        self._known: Recent[_KnownRequest] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
         self._deadlines = Deadlines()
         self._ready: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[str] = loop.create_future()
@@ -245,11 +246,7 @@ class HttpMode:
         known = (method, target, headers, content_length, asked_timeout)
         if not self._relay(conn, ledger, raw, known):
             return False
-        if len(raw) <= KNOWN_REQUEST_MAX:
-            remembered = self._known
-            if len(remembered) >= KNOWN_REQUESTS:
-                del remembered[next(iter(remembered))]  # the oldest
-            remembered[raw] = known
+        self._known.remember(raw, known)
         return True
 
     def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:

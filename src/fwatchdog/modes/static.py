@@ -48,6 +48,7 @@ from fwatchdog.modes.static_paths import (
     raw_path_of,
 )
 from fwatchdog.modes.static_sender import FileSender
+from fwatchdog.recent import Recent
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
@@ -73,7 +74,9 @@ class StaticMode:
         self._cache = FileCache()
         # Request bytes answer_whole answered from memory -> what answer_known needs to
         # answer them again: method, target, headers, cache key.
-        self._known: dict[bytes, tuple[str, str, list[tuple[str, str]], str]] = {}
+        self._known: Recent[tuple[str, str, list[tuple[str, str]], str]] = Recent(
+            KNOWN_REQUESTS, KNOWN_REQUEST_MAX
+        )
         self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
 
     async def start(self) -> None:
@@ -102,24 +105,15 @@ class StaticMode:
         if content_length or method not in ALLOWED_METHODS:
             return False
         started = time.perf_counter()
-        cached = self._cache.get(raw_path_of(target))
+        key = raw_path_of(target)
+        cached = self._cache.get(key)
         if cached is None or (headers and _may_condition(headers)):
             return False
-        body = cached.body
-        if method == "HEAD":
-            conn.write(cached.head_200 + date_line_ending_head())
-            size = 0
-        elif body is None:
+        if cached.body is None and method != "HEAD":
             return self._send_large(conn, cached, ledger, (method, target, headers))
-        else:
-            conn.write(b"".join((cached.head_200, date_line_ending_head(), body)))
-            size = len(body)
+        size = _send_from_memory(conn, cached, method)
         ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
-        if len(raw) <= KNOWN_REQUEST_MAX:
-            known = self._known
-            if len(known) >= KNOWN_REQUESTS:
-                del known[next(iter(known))]  # the oldest
-            known[raw] = (method, target, headers, raw_path_of(target))
+        self._known.remember(raw, (method, target, headers, key))
         return True
 
     def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
@@ -133,12 +127,7 @@ class StaticMode:
         cached = self._cache.get(key)
         if cached is None or cached.body is None:
             return False
-        if method == "HEAD":
-            conn.write(cached.head_200 + date_line_ending_head())
-            size = 0
-        else:
-            conn.write(b"".join((cached.head_200, date_line_ending_head(), cached.body)))
-            size = len(cached.body)
+        size = _send_from_memory(conn, cached, method)
         ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
         return True
 
@@ -318,6 +307,15 @@ class StaticMode:
         if request.method == "HEAD":
             outcome.send_body = False
         await outcome.send_from_file(response, opened.fd)
+
+
+def _send_from_memory(conn: HttpConnection, cached: CachedFile, method: str) -> int:
+    """A cached file's 200 in one write (its head alone for HEAD); the body bytes sent."""
+    if method == "HEAD" or cached.body is None:
+        conn.write(cached.head_200 + date_line_ending_head())
+        return 0
+    conn.write(b"".join((cached.head_200, date_line_ending_head(), cached.body)))
+    return len(cached.body)
 
 
 def _may_condition(headers: list[tuple[str, str]]) -> bool:
