@@ -433,7 +433,6 @@ class HttpConnection(asyncio.Protocol):
         request = self._immediate
         if request is not None:
             self._immediate = None
-            request.raw = self._message_read
             self._answer_now(request)
 
     # ReadControl, for RequestBody

@@ -230,10 +230,6 @@ class Request:
     remote_addr: tuple[str, int] = ("", 0)
     # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
     upgrade: bool = False
-    # For a request whose whole message arrived in one read (offered to `answer_now`): the
-    # bytes of that read, when the request began it. A proxy may pass them on as they are;
-    # http/passthrough.py says when they are this request alone.
-    raw: bytes | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case."""

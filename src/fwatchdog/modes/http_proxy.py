@@ -26,7 +26,6 @@ from fwatchdog.http.passthrough import (
     HEAD_END,
     PassedResponse,
     ResponsePassthrough,
-    is_whole_request,
 )
 from fwatchdog.http.request import (
     BodyError,
@@ -207,20 +206,13 @@ class HttpMode:
             self._pool.release(conn)
             return False
         started = time.perf_counter()
-        passed_on, asked_timeout = self._as_received(request)
-        if passed_on:
-            assert request.raw is not None
-            parts = [request.raw]
-        else:
-            head_lines, asked_timeout = self._request_head(request)
-            parts = self._framed(request, head_lines, body)
+        head_lines, asked_timeout = self._request_head(request)
+        parts = self._framed(request, head_lines, body)
         timeout, timeout_name = self._timeout(asked_timeout)
         write_timeout = self._config.write_timeout
         if timeout <= 0 or write_timeout < timeout:
             timeout, timeout_name = write_timeout, "write_timeout"
-        forwarding = _Forwarding(
-            self, request, response, started, parts, timeout_name, timeout, passed_on
-        )
+        forwarding = _Forwarding(self, request, response, started, parts, timeout_name, timeout)
         response.on_abandon(forwarding.abandon)
         self._deadlines.add(forwarding, timeout)
         forwarding.send_on(conn)
@@ -279,24 +271,6 @@ class HttpMode:
         self._deadlines.add(relay, timeout)
         relay.send_on(upstream)
         return True
-
-    def _as_received(self, request: Request) -> tuple[bool, str | None]:
-        """Whether a request may go upstream exactly as the client sent it, which spares
-        taking its head apart and writing it again, and its X-Timeout. So it may when it is
-        HTTP/1.1 with a Host, came alone in one read, with its whole body framed by
-        Content-Length (or none), and has no field `_request_head` would change; the answer
-        to it may then come back the same way (`_Forwarding.take_whole`)."""
-        raw = request.raw
-        if (
-            raw is None
-            or self._path_prefix
-            or request.method == "HEAD"
-            or request.http_version != "1.1"
-            or request.chunked
-            or not is_whole_request(raw, request.content_length)
-        ):
-            return False, None
-        return _passes_as_received(request.headers)
 
     def _framed(self, request: Request, head_lines: list[str], body: bytes) -> list[bytes]:
         """Head and whole body as written upstream, framed as `_proxy` frames a streamed one."""
@@ -541,8 +515,9 @@ class _Forwarding:
     """One request proxied without a task (`HttpMode.answer_now`): its head and whole body go
     out in one write, the response is relayed by the upstream connection's callbacks (this is
     its `ResponseSink`), a stale pooled connection costs one retry on a new connection, and
-    the deadline (`cancel`) or the client leaving (`abandon`) ends it early. A request that
-    went out as it came (`passed_on`) offers the first read of its answer to `take_whole`."""
+    the deadline (`cancel`) or the client leaving (`abandon`) ends it early. A `_Relay`
+    promoted to one went out as it came (`passed_on`): sent again, its answer's first read is
+    offered to `take_whole` too."""
 
     __slots__ = (
         "_deadline",
@@ -568,7 +543,7 @@ class _Forwarding:
         parts: list[bytes],
         deadline_name: str,
         deadline: float,
-        passed_on: bool,
+        passed_on: bool = False,
     ) -> None:
         self._mode = mode
         self._passed_on = passed_on
@@ -975,7 +950,6 @@ class _Relay:
             body,
             content_length=self.content_length,
             remote_addr=conn.remote_addr,
-            raw=raw,
         )
         response = Response(conn, self.method, "1.1", True)
         forwarding = _Forwarding(
