@@ -2,8 +2,8 @@
 
 For a large file the task, the path walk and the headers of the general path cost more than
 the kernel's copy of a megabyte; `StaticMode.answer_whole` sends a large file whose head it
-has cached with this instead. The head goes out with a plain write on a duplicate of the
-client's socket (the connection's own buffer being empty), then the file from the page cache;
+has cached with this instead. The head goes out on a duplicate of the client's socket (the
+connection's own buffer being empty) with MSG_MORE, then the file from the page cache;
 when the socket is full the loop says when it can take more. The connection waits for it
 (`HttpConnection.hold`) and goes on once it is done (`release`).
 """
@@ -33,7 +33,6 @@ class FileSender:
         "_ledger",
         "_loop",
         "_offset",
-        "_sent",
         "_socket",
         "_socket_fd",
         "_started",
@@ -60,9 +59,8 @@ class FileSender:
         self._socket = socket.socket(fileno=socket_fd)
         self._file_fd = file_fd
         self._head = head
-        self._offset = 0
+        self._offset = 0  # also the body bytes sent: the file is sent from its start
         self._count = count
-        self._sent = 0
         self._ledger = ledger
         self._deadlines = deadlines
         self._waiting = False
@@ -89,7 +87,6 @@ class FileSender:
                     return
                 self._offset += sent
                 self._count -= sent
-                self._sent += sent
         except (BlockingIOError, InterruptedError):
             if not self._waiting:
                 self._waiting = True
@@ -111,7 +108,7 @@ class FileSender:
         self._deadlines.discard(self)
         status = 499 if self._head else 200  # 499: not even the head went out
         seconds = time.perf_counter() - self._started
-        self._ledger.leave(self.method, self.target, self.headers, status, self._sent, seconds)
+        self._ledger.leave(self.method, self.target, self.headers, status, self._offset, seconds)
         if complete:
             self._conn.release()
         else:
