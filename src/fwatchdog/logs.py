@@ -46,6 +46,24 @@ def _format_size(size: int) -> str:
     return f"{value:.4g}{_DECIMAL_UNITS[unit]}"
 
 
+class RequestLine:
+    """A request's half of its log line, and what its metrics need: worked out once per
+    request, or once for every time the fast lanes answer the same request bytes again
+    (then a request line costs no header scan and no formatting of this half)."""
+
+    __slots__ = ("call_id", "logged", "method", "tail", "target", "text")
+
+    def __init__(
+        self, method: str, target: str, call_id: str | None = None, logged: bool = True
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.call_id = call_id  # only with log_callid
+        self.logged = logged  # False for Kubernetes' probes, counted but not logged
+        self.text = f"{method} {target}"
+        self.tail = "s)\n" if call_id is None else f"s) [{call_id}]\n"
+
+
 class Log:
     """Writes every line the watchdog prints, as text (Go's format) or JSON, to one stream.
 
@@ -60,6 +78,7 @@ class Log:
         self._stamp = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[str] = []
+        self._answers: dict[tuple[int, int], str] = {}
 
     def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Write lines in one go at the end of each turn of `loop` (None: at once).
@@ -87,34 +106,38 @@ class Log:
     def error(self, msg: str, /, **fields: object) -> None:
         self._write("error", msg, fields)
 
-    def request(
-        self,
-        method: str,
-        uri: str,
-        status: int,
-        size: int,
-        seconds: float,
-        call_id: str | None,
-    ) -> None:
-        """The one line per request; `call_id` is None unless log_callid is on."""
+    def request(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
+        """The one line per request: `line` is the request's half, made once per request
+        (or once for many, on the lanes that answer a remembered request again)."""
         if self.json_format:
             fields: dict[str, object] = {
-                "method": method,
-                "path": uri,
+                "method": line.method,
+                "path": line.target,
                 "status": status,
                 "bytes": size,
                 "seconds": round(seconds, 6),
             }
-            if call_id is not None:
-                fields["call_id"] = call_id
-            self._write_json("info", f"{method} {uri} {status}", fields)
+            if line.call_id is not None:
+                fields["call_id"] = line.call_id
+            self._write_json("info", f"{line.text} {status}", fields)
             return
-        tail = "\n" if call_id is None else f" [{call_id}]\n"
-        size_text = human_size(size)
-        self._put(
-            f"{self._time_stamp()}{method} {uri} - {status} - ContentLength: {size_text} "
-            f"({seconds:.4f}s){tail}"
-        )
+        answer = self._answers.get((status, size))
+        if answer is None:
+            answer = self._answer_part(status, size)
+        if int(time.time()) != self._stamp_second:
+            self._time_stamp()
+        pending = self._pending
+        pending.append(f"{self._stamp}{line.text}{answer}{seconds:.4f}{line.tail}")
+        if len(pending) == 1:
+            self._flush_soon()
+
+    def _answer_part(self, status: int, size: int) -> str:
+        """` - 200 - ContentLength: 1.024kB (`: the answer's half of a request line, which
+        is the same for most answers of a function."""
+        text = f" - {status} - ContentLength: {human_size(size)} ("
+        if len(self._answers) < 4096:
+            self._answers[(status, size)] = text
+        return text
 
     def function_line(self, stream_name: str, line: str, prefix: bool) -> None:
         """A line the function printed on `stream_name` ("stderr" or "stdout")."""
@@ -160,9 +183,13 @@ class Log:
     def _put(self, text: str) -> None:
         pending = self._pending
         pending.append(text)
+        if len(pending) == 1:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._loop is None:
             self.flush()
-        elif len(pending) == 1:
+        else:
             self._loop.call_soon(self.flush)
 
 

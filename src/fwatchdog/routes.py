@@ -15,7 +15,7 @@ from fwatchdog.durations import format_duration
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log
+from fwatchdog.logs import Log, RequestLine
 from fwatchdog.metrics import Metrics
 from fwatchdog.modes.base import Mode, answer_known_of, answer_now_of, answer_whole_of
 
@@ -91,18 +91,10 @@ class Router:
         self.in_flight += 1
         self._metrics.in_flight += 1
 
-    def leave(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        status: int,
-        size: int,
-        seconds: float,
-    ) -> None:
+    def leave(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
         self.in_flight -= 1
         self._metrics.in_flight -= 1
-        self.record(method, target, headers, status, size, seconds)
+        self.record(line, status, size, seconds)
 
     def answer_now(self, request: Request, response: Response) -> bool:
         """The synchronous path (see HttpConnection): probes, 429 and what the mode can
@@ -237,25 +229,20 @@ class Router:
 
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away
-        self.record(
-            request.method, request.target, request.headers, status, response.bytes_sent, seconds
-        )
+        line = self.line_of(request.method, request.target, request.headers)
+        self.record(line, status, response.bytes_sent, seconds)
 
-    def record(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        status: int,
-        size: int,
-        seconds: float,
-    ) -> None:
-        """The metrics and the log line of one answered request."""
-        self._metrics.observe(method, status, seconds)
+    def line_of(self, method: str, target: str, headers: list[tuple[str, str]]) -> RequestLine:
+        """What the log line and metrics of a request need from it."""
         user_agent = header_value(headers, "user-agent")
-        if user_agent is not None and user_agent.startswith("kube-probe"):
-            return
+        probe = user_agent is not None and user_agent.startswith("kube-probe")
         call_id: str | None = None
         if self._config.log_callid:
             call_id = header_value(headers, "x-call-id") or "none"
-        self._log.request(method, target, status, size, seconds, call_id)
+        return RequestLine(method, target, call_id, logged=not probe)
+
+    def record(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
+        """The metrics and the log line (none for Kubernetes' probes) of an answered request."""
+        self._metrics.observe(line.method, status, seconds)
+        if line.logged:
+            self._log.request(line, status, size, seconds)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fwatchdog.logs import TRUNCATED_MARKER, LineSplitter, Log, human_size
+from fwatchdog.logs import TRUNCATED_MARKER, LineSplitter, Log, RequestLine, human_size
 
 STAMP = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
 
@@ -52,14 +52,14 @@ def test_text_fields_follow_the_message() -> None:
 
 def test_request_line_matches_go_watchdog() -> None:
     log, stream = text_log()
-    log.request("POST", "/path?x=1", 200, 1024, 0.01234, None)
+    log.request(RequestLine("POST", "/path?x=1"), 200, 1024, 0.01234)
     expected = STAMP + re.escape("POST /path?x=1 - 200 - ContentLength: 1.024kB (0.0123s)") + "\n"
     assert re.fullmatch(expected, stream.getvalue())
 
 
 def test_request_line_with_call_id() -> None:
     log, stream = text_log()
-    log.request("GET", "/", 500, 0, 1.5, "none")
+    log.request(RequestLine("GET", "/", "none"), 500, 0, 1.5)
     assert stream.getvalue().endswith(" - 500 - ContentLength: 0B (1.5000s) [none]\n")
 
 
@@ -85,8 +85,8 @@ def test_json_info_has_time_level_msg_and_fields() -> None:
 def test_json_request() -> None:
     stream = io.StringIO()
     log = Log(json_format=True, stream=stream)
-    log.request("POST", "/a?b=1", 201, 5, 0.25, "abc")
-    log.request("GET", "/", 200, 0, 0.1, None)
+    log.request(RequestLine("POST", "/a?b=1", "abc"), 201, 5, 0.25)
+    log.request(RequestLine("GET", "/"), 200, 0, 0.1)
     first, second = json_lines(stream)
     assert first["level"] == "info"
     assert {k: first[k] for k in ("method", "path", "status", "bytes", "seconds", "call_id")} == {

@@ -8,35 +8,24 @@ from typing import Protocol
 from fwatchdog.http.connection import AnswerNow, HttpConnection
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
+from fwatchdog.logs import RequestLine
 
 
 class Ledger(Protocol):
     """What a mode answering whole requests (`answer_whole`) reports to: requests in flight,
     and the metrics and log line of each, written once, as for every other request."""
 
-    def record(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        status: int,
-        size: int,
-        seconds: float,
-    ) -> None:
+    def line_of(self, method: str, target: str, headers: list[tuple[str, str]]) -> RequestLine:
+        """What the log line and metrics of the request need; keep it with a remembered
+        request, for `answer_known` to report its answers with."""
+
+    def record(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
         """An answer that was complete when `answer_whole` returned."""
 
     def enter(self) -> None:
         """An answer that callbacks will finish has begun; `leave` when it is complete."""
 
-    def leave(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        status: int,
-        size: int,
-        seconds: float,
-    ) -> None:
+    def leave(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
         """The answer `enter` announced is complete (status 499: the client went away)."""
 
 

@@ -35,7 +35,7 @@ from fwatchdog.http.request import (
     split_target,
 )
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log
+from fwatchdog.logs import Log, RequestLine
 from fwatchdog.modes.base import Ledger
 from fwatchdog.process import SpawnError, describe_exit
 from fwatchdog.recent import Recent
@@ -73,9 +73,32 @@ _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-du
 # Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
 KNOWN_REQUESTS = 1024
 KNOWN_REQUEST_MAX = 1024
-# What a request passed on as it came parsed to: method, target, headers, Content-Length and
-# X-Timeout.
-_KnownRequest = tuple[str, str, list[tuple[str, str]], "int | None", "str | None"]
+
+
+class _PassedRequest:
+    """What a request passed on as it came parsed to, and what proxying it takes: kept with
+    its bytes, so that the same bytes again are passed on without parsing or working out
+    anything (`answer_known`)."""
+
+    __slots__ = ("content_length", "headers", "line", "target", "timeout", "timeout_name")
+
+    def __init__(
+        self,
+        target: str,
+        headers: list[tuple[str, str]],
+        content_length: int | None,
+        timeout: float,
+        timeout_name: str,
+        line: RequestLine,
+    ) -> None:
+        self.target = target
+        self.headers = headers
+        self.content_length = content_length
+        # What bounds the exchange: exec_timeout (or X-Timeout), or write_timeout if smaller.
+        self.timeout = timeout
+        self.timeout_name = timeout_name
+        self.line = line  # the method is there
+
 
 # Request fields that make the proxy rewrite a head rather than pass it on as it came.
 _NOT_PASSED = frozenset((*_HOP_BY_HOP, "expect"))
@@ -109,7 +132,7 @@ class HttpMode:
         self._pool = UpstreamPool(self._host, self._port)
         self._passthrough = ResponsePassthrough()
         # Request bytes answer_whole passed on -> what they parsed to (answer_known).
-        self._known: Recent[_KnownRequest] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
+        self._known: Recent[_PassedRequest] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
         self._deadlines = Deadlines()
         self._ready: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[str] = loop.create_future()
@@ -235,40 +258,36 @@ class HttpMode:
         passes, asked_timeout = _passes_as_received(headers)
         if not passes:
             return False
-        known = (method, target, headers, content_length, asked_timeout)
-        if not self._relay(conn, ledger, raw, known):
+        timeout, timeout_name = self._timeout(asked_timeout)
+        write_timeout = self._config.write_timeout
+        if timeout <= 0 or write_timeout < timeout:
+            timeout, timeout_name = write_timeout, "write_timeout"
+        line = ledger.line_of(method, target, headers)
+        passed = _PassedRequest(target, headers, content_length, timeout, timeout_name, line)
+        if not self._relay(conn, ledger, raw, passed):
             return False
-        self._known.remember(raw, known)
+        self._known.remember(raw, passed)
         return True
 
     def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
         """The same request bytes as one answer_whole passed on before: passed on again,
         without parsing them again."""
-        known = self._known.get(data)
-        if known is None or not self._ready.done() or self._exit_reason:
+        passed = self._known.get(data)
+        if passed is None or not self._ready.done() or self._exit_reason:
             return False
-        return self._relay(conn, ledger, data, known)
+        return self._relay(conn, ledger, data, passed)
 
     def _relay(
-        self, conn: HttpConnection, ledger: Ledger, raw: bytes, known: _KnownRequest
+        self, conn: HttpConnection, ledger: Ledger, raw: bytes, passed: _PassedRequest
     ) -> bool:
         """Start a `_Relay` for `raw` on an idle pooled connection; False if there is none."""
         upstream = self._pool.take()
         if upstream is None:
             return False
-        method, target, headers, content_length, asked_timeout = known
-        started = time.perf_counter()
-        timeout, timeout_name = self._timeout(asked_timeout)
-        write_timeout = self._config.write_timeout
-        if timeout <= 0 or write_timeout < timeout:
-            timeout, timeout_name = write_timeout, "write_timeout"
-        relay = _Relay(self, conn, ledger, method, target, headers, raw, content_length)
-        relay.started = started
-        relay.deadline_name = timeout_name
-        relay.deadline = timeout
+        relay = _Relay(self, conn, ledger, passed, raw)
         conn.hold(relay)
         ledger.enter()
-        self._deadlines.add(relay, timeout)
+        self._deadlines.add(relay, passed.timeout)
         relay.send_on(upstream)
         return True
 
@@ -827,14 +846,9 @@ class _Relay:
         "_ledger",
         "_mode",
         "_passed",
-        "content_length",
-        "deadline",
-        "deadline_name",
-        "headers",
-        "method",
         "raw",
+        "request",
         "started",
-        "target",
         "upstream",
     )
 
@@ -843,23 +857,15 @@ class _Relay:
         mode: HttpMode,
         conn: HttpConnection,
         ledger: Ledger,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
+        request: _PassedRequest,
         raw: bytes,
-        content_length: int | None,
     ) -> None:
         self._mode = mode
         self._conn = conn
         self._ledger = ledger
-        self.method = method
-        self.target = target
-        self.headers = headers
+        self.request = request
         self.raw = raw
-        self.content_length = content_length
-        self.started = 0.0
-        self.deadline_name = ""
-        self.deadline = 0.0
+        self.started = time.perf_counter()
         self.upstream: UpstreamConnection | None = None
         self._passed: PassedResponse | None = None
         self._forwarding: _Forwarding | None = None
@@ -889,9 +895,7 @@ class _Relay:
         conn = self._conn
         conn.write(passed.message)
         seconds = time.perf_counter() - self.started
-        self._ledger.leave(
-            self.method, self.target, self.headers, passed.status, passed.body_length, seconds
-        )
+        self._ledger.leave(self.request.line, passed.status, passed.body_length, seconds)
         conn.release()
 
     def on_head(self, status: int, headers: RawHeaders) -> None:
@@ -922,7 +926,7 @@ class _Relay:
         if upstream is not None and upstream.busy_with is self:
             upstream.abort()
         seconds = time.perf_counter() - self.started
-        self._ledger.leave(self.method, self.target, self.headers, 499, 0, seconds)
+        self._ledger.leave(self.request.line, 499, 0, seconds)
         self._conn.release(keep_open=False)
 
     def _promote(self) -> _Forwarding:
@@ -933,34 +937,36 @@ class _Relay:
         mode = self._mode
         conn = self._conn
         raw = self.raw
-        body = RequestBody(conn, False, self.content_length)
+        passed = self.request
+        method = passed.line.method
+        body = RequestBody(conn, False, passed.content_length)
         body_bytes = raw[raw.find(HEAD_END) + 4 :]
         if body_bytes:
             body.feed(body_bytes)
         body.finish()
-        path, query = split_target(self.target)
+        path, query = split_target(passed.target)
         request = Request(
-            self.method,
-            self.target,
+            method,
+            passed.target,
             path,
             query,
-            self.headers,
+            passed.headers,
             "1.1",
             True,
             body,
-            content_length=self.content_length,
+            content_length=passed.content_length,
             remote_addr=conn.remote_addr,
         )
-        response = Response(conn, self.method, "1.1", True)
+        response = Response(conn, method, "1.1", True)
         forwarding = _Forwarding(
-            mode, request, response, self.started, [raw], self.deadline_name, self.deadline, True
+            mode, request, response, self.started, [raw], passed.timeout_name, passed.timeout, True
         )
         self._forwarding = forwarding
         forwarding.conn = self.upstream
         response.on_abandon(forwarding.abandon)
         response.when_done(self._promoted_done)
         mode._deadlines.discard(self)
-        left = self.deadline - (time.perf_counter() - self.started)
+        left = self.request.timeout - (time.perf_counter() - self.started)
         mode._deadlines.add(forwarding, max(left, 0.0))
         upstream = self.upstream
         if upstream is not None and upstream.busy_with is self:
@@ -973,9 +979,7 @@ class _Relay:
         response = forwarding.response
         status = response.status if response.started else 499
         seconds = time.perf_counter() - self.started
-        self._ledger.leave(
-            self.method, self.target, self.headers, status, response.bytes_sent, seconds
-        )
+        self._ledger.leave(self.request.line, status, response.bytes_sent, seconds)
         self._conn.release(response.keep_alive)
 
 

@@ -20,7 +20,7 @@ from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response, prepared_head
-from fwatchdog.logs import Log
+from fwatchdog.logs import Log, RequestLine
 from fwatchdog.modes.base import Ledger
 from fwatchdog.modes.static_cache import CachedFile, FileCache, FileFacts, identity_of
 from fwatchdog.modes.static_headers import (
@@ -73,10 +73,8 @@ class StaticMode:
         self._root: StaticRoot | None = None
         self._cache = FileCache()
         # Request bytes answer_whole answered from memory -> what answer_known needs to
-        # answer them again: method, target, headers, cache key.
-        self._known: Recent[tuple[str, str, list[tuple[str, str]], str]] = Recent(
-            KNOWN_REQUESTS, KNOWN_REQUEST_MAX
-        )
+        # answer them again: the request's log line and its file's cache key.
+        self._known: Recent[tuple[RequestLine, str]] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
         self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
 
     async def start(self) -> None:
@@ -109,11 +107,12 @@ class StaticMode:
         cached = self._cache.get(key)
         if cached is None or (headers and _may_condition(headers)):
             return False
+        line = ledger.line_of(method, target, headers)
         if cached.body is None and method != "HEAD":
-            return self._send_large(conn, cached, ledger, (method, target, headers))
+            return self._send_large(conn, cached, ledger, line)
         size = _send_from_memory(conn, cached, method)
-        ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
-        self._known.remember(raw, (method, target, headers, key))
+        ledger.record(line, 200, size, time.perf_counter() - started)
+        self._known.remember(raw, (line, key))
         return True
 
     def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
@@ -123,12 +122,12 @@ class StaticMode:
         if known is None:
             return False
         started = time.perf_counter()
-        method, target, headers, key = known
+        line, key = known
         cached = self._cache.get(key)
         if cached is None or cached.body is None:
             return False
-        size = _send_from_memory(conn, cached, method)
-        ledger.record(method, target, headers, 200, size, time.perf_counter() - started)
+        size = _send_from_memory(conn, cached, line.method)
+        ledger.record(line, 200, size, time.perf_counter() - started)
         return True
 
     def _send_large(
@@ -136,7 +135,7 @@ class StaticMode:
         conn: HttpConnection,
         cached: CachedFile,
         ledger: Ledger,
-        request: tuple[str, str, list[tuple[str, str]]],
+        line: RequestLine,
     ) -> bool:
         """A large file whose head is cached, by sendfile without a task (FileSender)."""
         try:
@@ -155,7 +154,7 @@ class StaticMode:
             deadlines = self._deadlines = Deadlines(tick=SEND_DEADLINE_TICK)
         head = cached.head_200 + date_line_ending_head()
         size = cached.facts.validators.size
-        sender = FileSender(conn, socket_fd, file_fd, head, size, ledger, deadlines, request)
+        sender = FileSender(conn, socket_fd, file_fd, head, size, ledger, deadlines, line)
         sender.start(self._config.write_timeout)
         return True
 

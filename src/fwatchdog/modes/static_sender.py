@@ -17,6 +17,7 @@ import time
 
 from fwatchdog.deadlines import Deadlines
 from fwatchdog.http.connection import HttpConnection
+from fwatchdog.logs import RequestLine
 from fwatchdog.modes.base import Ledger
 
 
@@ -31,15 +32,13 @@ class FileSender:
         "_file_fd",
         "_head",
         "_ledger",
+        "_line",
         "_loop",
         "_offset",
         "_socket",
         "_socket_fd",
         "_started",
         "_waiting",
-        "headers",
-        "method",
-        "target",
     )
 
     def __init__(
@@ -51,7 +50,7 @@ class FileSender:
         count: int,
         ledger: Ledger,
         deadlines: Deadlines,
-        request: tuple[str, str, list[tuple[str, str]]],
+        line: RequestLine,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._conn = conn
@@ -65,7 +64,7 @@ class FileSender:
         self._deadlines = deadlines
         self._waiting = False
         self._started = time.perf_counter()
-        self.method, self.target, self.headers = request
+        self._line = line
 
     def start(self, write_timeout: float) -> None:
         self._conn.hold(self)
@@ -108,7 +107,7 @@ class FileSender:
         self._deadlines.discard(self)
         status = 499 if self._head else 200  # 499: not even the head went out
         seconds = time.perf_counter() - self._started
-        self._ledger.leave(self.method, self.target, self.headers, status, self._offset, seconds)
+        self._ledger.leave(self._line, status, self._offset, seconds)
         if complete:
             self._conn.release()
         else:
