@@ -11,8 +11,6 @@ way, through the parser's callbacks, so the checks here can afford to be strict.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import httptools
 
 from fwatchdog.http.dates import date_line_ending_head
@@ -38,13 +36,27 @@ def is_whole_request(raw: bytes, content_length: int | None) -> bool:
     return head_end >= 0 and head_end + 4 + (content_length or 0) == len(raw)
 
 
-class PassedResponse(NamedTuple):
-    """A response ready for the client: `message` is its head and body."""
+class PassedResponse:
+    """A simple whole response from the upstream, checked and ready to pass on: the same
+    bytes again give the same object back (`ResponsePassthrough.pass_on`)."""
 
-    status: int
-    message: bytes
-    body_length: int
-    upstream_keeps_alive: bool
+    __slots__ = ("body", "body_length", "fields", "has_date", "status", "upstream_keeps_alive")
+
+    def __init__(
+        self, status: int, fields: bytes, has_date: bool, body: bytes, keeps_alive: bool
+    ) -> None:
+        self.status = status
+        self.fields = fields  # the status line and fields, without Connection
+        self.has_date = has_date
+        self.body = body
+        self.body_length = len(body)
+        self.upstream_keeps_alive = keeps_alive
+
+    def message(self, added_fields: bytes) -> bytes:
+        """The response for the client, with `added_fields` (encoded lines), and a Date if
+        it has none."""
+        end = b"\r\n" if self.has_date else date_line_ending_head()
+        return b"".join((self.fields, added_fields, end, self.body))
 
 
 class ResponsePassthrough:
@@ -70,9 +82,7 @@ class ResponsePassthrough:
         self._parser = httptools.HttpResponseParser(self)
         # Responses accepted before, byte for byte -> what passing them on needs: a server
         # answers the same bytes all through a second (its Date changes once a second).
-        self._known: Recent[tuple[int, bytes, bool, bytes, bool]] = Recent(
-            KNOWN_RESPONSES, KNOWN_RESPONSE_MAX
-        )
+        self._known: Recent[PassedResponse] = Recent(KNOWN_RESPONSES, KNOWN_RESPONSE_MAX)
         self._messages = 0
         self._complete = False
         self._keeps_alive = False
@@ -103,16 +113,12 @@ class ResponsePassthrough:
         self._complete = True
         self._keeps_alive = self._parser.should_keep_alive()  # forgotten once it returns
 
-    def pass_on(self, data: bytes, added_fields: bytes) -> PassedResponse | None:
-        """`data` with `added_fields` (encoded lines) and a Date when it has none, and
-        without its `Connection` line, when it is exactly one whole, valid, simple response
-        with a Content-Length body; None otherwise."""
+    def pass_on(self, data: bytes) -> PassedResponse | None:
+        """`data` ready to pass on without its `Connection` line, when it is exactly one
+        whole, valid, simple response with a Content-Length body; None otherwise."""
         known = self._known.get(data)
         if known is not None:
-            status, fields, has_date, body, keeps_alive = known
-            end = b"\r\n" if has_date else date_line_ending_head()
-            message = b"".join((fields, added_fields, end, body))
-            return PassedResponse(status, message, len(body), keeps_alive)
+            return known
         if not data.startswith(b"HTTP/1.1 "):
             return None
         self._messages = 0
@@ -131,14 +137,13 @@ class ResponsePassthrough:
         if self._unusual or not self._has_length or status < 200 or status in (204, 304):
             return None  # without a length: delimited by the end of the connection
         head_end = data.find(HEAD_END)
-        body_length = len(data) - head_end - 4
         fields = data[: head_end + 2]
         connection_name = self._connection_name
         if connection_name is not None:
             cut = fields.find(b"\r\n" + connection_name + b":")
             fields = fields[:cut] + fields[fields.find(b"\r\n", cut + 2) :]
-        body = data[head_end + 4 :]
-        end = b"\r\n" if self._has_date else date_line_ending_head()
-        message = b"".join((fields, added_fields, end, body))
-        self._known.remember(data, (status, fields, self._has_date, body, self._keeps_alive))
-        return PassedResponse(status, message, body_length, self._keeps_alive)
+        passed = PassedResponse(
+            status, fields, self._has_date, data[head_end + 4 :], self._keeps_alive
+        )
+        self._known.remember(data, passed)
+        return passed

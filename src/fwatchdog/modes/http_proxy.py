@@ -587,8 +587,7 @@ class _Forwarding:
     def take_whole(self, data: bytes) -> bool | None:
         """The first read of the answer: when it is the whole of a simple response, keep it
         ready to pass on as it came (`on_end` sends it), less `Connection`, plus ours."""
-        seconds = b"X-Duration-Seconds: %f\r\n" % (time.perf_counter() - self.started)
-        passed = self._mode._passthrough.pass_on(data, seconds)
+        passed = self._mode._passthrough.pass_on(data)
         if passed is None:
             return None
         self._passed = passed
@@ -611,7 +610,8 @@ class _Forwarding:
             self.response.end()
             return
         self._passed = None
-        self.response.send_passthrough(passed.status, passed.message, passed.body_length)
+        message = passed.message(_duration_field(time.perf_counter() - self.started))
+        self.response.send_passthrough(passed.status, message, passed.body_length)
 
     def on_error(self, error: UpstreamError) -> None:
         if isinstance(error, UpstreamClosedError) and error.stale and self._retry is None:
@@ -876,8 +876,7 @@ class _Relay:
         upstream.write(self.raw)
 
     def take_whole(self, data: bytes) -> bool | None:
-        seconds = b"X-Duration-Seconds: %f\r\n" % (time.perf_counter() - self.started)
-        passed = self._mode._passthrough.pass_on(data, seconds)
+        passed = self._mode._passthrough.pass_on(data)
         if passed is None:
             self._promote()  # the parser takes it from here, for the _Forwarding
             return None
@@ -893,8 +892,8 @@ class _Relay:
         self._passed = None
         self._mode._deadlines.discard(self)
         conn = self._conn
-        conn.write(passed.message)
         seconds = time.perf_counter() - self.started
+        conn.write(passed.message(_duration_field(seconds)))
         self._ledger.leave(self.request.line, passed.status, passed.body_length, seconds)
         conn.release()
 
@@ -981,6 +980,11 @@ class _Relay:
         seconds = time.perf_counter() - self.started
         self._ledger.leave(self.request.line, status, response.bytes_sent, seconds)
         self._conn.release(response.keep_alive)
+
+
+def _duration_field(seconds: float) -> bytes:
+    """The X-Duration-Seconds line of a response passed on as it came."""
+    return b"X-Duration-Seconds: %f\r\n" % seconds
 
 
 def _connection_tokens(value: str, listed: set[str] | None) -> set[str]:
