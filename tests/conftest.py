@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from fwatchdog.logs import FLUSH_GAP
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
+# How long a line the watchdog has made may take to reach its log: FLUSH_GAP, with room for
+# a busy machine.
+LOG_SETTLE = FLUSH_GAP * 10
 
 
 def free_port() -> int:
@@ -183,6 +188,9 @@ class Watchdog:
             return b"".join(chunks)
 
     def log(self) -> str:
+        """The log as of now: a running watchdog writes its lines within FLUSH_GAP."""
+        if self.process.poll() is None:
+            time.sleep(LOG_SETTLE)
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 5.0) -> str:

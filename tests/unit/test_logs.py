@@ -1,12 +1,21 @@
 """Log lines look like the Go watchdog's (or JSON); LineSplitter keeps memory bounded."""
 
+import asyncio
 import io
 import json
 import re
 
 import pytest
 
-from fwatchdog.logs import TRUNCATED_MARKER, LineSplitter, Log, RequestLine, human_size
+from fwatchdog.logs import (
+    FLUSH_GAP,
+    FLUSH_LINES,
+    TRUNCATED_MARKER,
+    LineSplitter,
+    Log,
+    RequestLine,
+    human_size,
+)
 
 STAMP = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
 
@@ -191,3 +200,38 @@ def test_memory_stays_bounded_by_max_line_for_a_huge_line() -> None:
         assert len(splitter._buffer) <= 1025
     splitter.feed(b"\nafter\n")
     assert lines == ["z" * 1024 + TRUNCATED_MARKER, "after"]
+
+
+def test_lines_are_written_together_after_the_flush_gap() -> None:
+    stream = io.StringIO()
+    log = Log(stream=stream)
+
+    async def log_two_lines() -> tuple[str, str]:
+        log.attach(asyncio.get_running_loop())
+        log.info("one")
+        log.request(RequestLine("GET", "/"), 200, 0, 0.001)
+        await asyncio.sleep(0)
+        before = stream.getvalue()
+        await asyncio.sleep(FLUSH_GAP * 4)
+        return before, stream.getvalue()
+
+    before, after = asyncio.run(log_two_lines())
+    assert before == ""
+    first, second = after.splitlines()
+    assert first.endswith("one")
+    assert second.endswith("GET / - 200 - ContentLength: 0B (0.0010s)")
+
+
+def test_many_waiting_lines_are_written_at_once_and_detaching_writes_the_rest() -> None:
+    stream = io.StringIO()
+    log = Log(stream=stream)
+
+    async def log_many() -> tuple[int, int]:
+        log.attach(asyncio.get_running_loop())
+        for number in range(FLUSH_LINES + 1):
+            log.info(f"line {number}")
+        written = len(stream.getvalue().splitlines())
+        log.attach(None)
+        return written, len(stream.getvalue().splitlines())
+
+    assert asyncio.run(log_many()) == (FLUSH_LINES, FLUSH_LINES + 1)
