@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
+from fwatchdog.fixed_point import FixedPoint
+
 if TYPE_CHECKING:
     import asyncio  # the command loads it without OpenSSL, after the settings (event_loop.py)
 
@@ -22,6 +24,9 @@ TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
 # tenth of what a small proxied request costs.
 FLUSH_GAP = 0.005
 FLUSH_LINES = 256
+
+# A request line's duration: seconds with 4 decimals.
+_SECONDS = FixedPoint(4, str)
 
 _DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
@@ -135,10 +140,12 @@ class Log:
         answer = self._answers.get((status, size))
         if answer is None:
             answer = self._answer_part(status, size)
+        units = int(seconds * _SECONDS.scale + 0.5)
+        duration = _SECONDS.get(units) or _SECONDS.write(units)
         if int(time.time()) != self._stamp_second:
             self._time_stamp()
         pending = self._pending
-        pending.append(f"{self._stamp}{line.text}{answer}{seconds:.4f}{line.tail}")
+        pending.append(f"{self._stamp}{line.text}{answer}{duration}{line.tail}")
         if len(pending) == 1 or len(pending) >= FLUSH_LINES:
             self._flush_soon()
 

@@ -21,6 +21,7 @@ from fwatchdog.config import Config
 from fwatchdog.deadlines import Deadlines
 from fwatchdog.durations import format_duration, parse_duration
 from fwatchdog.errors import StartupError
+from fwatchdog.fixed_point import FixedPoint
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.passthrough import (
     HEAD_END,
@@ -70,6 +71,8 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds; Content-Length
 # stays (the HTTP layer frames the body with it).
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
+# The X-Duration-Seconds lines of responses passed on as they came (6 decimals, as Go's %f).
+_DURATION_FIELDS = FixedPoint(6, lambda text: b"X-Duration-Seconds: %b\r\n" % text.encode())
 # Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
 KNOWN_REQUESTS = 1024
 KNOWN_REQUEST_MAX = 1024
@@ -893,7 +896,8 @@ class _Relay:
         self._mode._deadlines.discard(self)
         conn = self._conn
         seconds = time.perf_counter() - self.started
-        conn.write(passed.message(_duration_field(seconds)))
+        units = int(seconds * _DURATION_FIELDS.scale + 0.5)
+        conn.write(passed.message(_DURATION_FIELDS.get(units) or _DURATION_FIELDS.write(units)))
         self._ledger.leave(self.request.line, passed.status, passed.body_length, seconds)
         conn.release()
 
@@ -984,7 +988,8 @@ class _Relay:
 
 def _duration_field(seconds: float) -> bytes:
     """The X-Duration-Seconds line of a response passed on as it came."""
-    return b"X-Duration-Seconds: %f\r\n" % seconds
+    units = _DURATION_FIELDS.units(seconds)
+    return _DURATION_FIELDS.get(units) or _DURATION_FIELDS.write(units)
 
 
 def _connection_tokens(value: str, listed: set[str] | None) -> set[str]:
