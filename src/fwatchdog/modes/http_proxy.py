@@ -71,8 +71,12 @@ _NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds; Content-Length
 # stays (the HTTP layer frames the body with it).
 _NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date", "x-duration-seconds"))
-# The X-Duration-Seconds lines of responses passed on as they came (6 decimals, as Go's %f).
-_DURATION_FIELDS = FixedPoint(6, lambda text: b"X-Duration-Seconds: %b\r\n" % text.encode())
+# The X-Duration-Seconds lines of responses passed on as they came (6 decimals, as Go's %f):
+# microseconds take more values than a log line's 4 decimals, hence more room (about 1.4 MiB
+# when full).
+_DURATION_FIELDS = FixedPoint(
+    6, lambda text: b"X-Duration-Seconds: %b\r\n" % text.encode(), limit=8192
+)
 # Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
 KNOWN_REQUESTS = 1024
 KNOWN_REQUEST_MAX = 1024
