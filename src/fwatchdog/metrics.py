@@ -8,7 +8,7 @@ import (tens of milliseconds) out of start-up and its locks out of every request
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fwatchdog.http.request import Request
@@ -39,8 +39,12 @@ class Metrics:
         self._series: dict[tuple[str, str], _Series] = {}
         # The same series by the request's own method and status: no formatting per request.
         self._by_request: dict[tuple[str, int], _Series] = {}
-        self.in_flight = 0
+        self._in_flight: Callable[[], int] = lambda: 0
         self._registry: CollectorRegistry | None = None
+
+    def count_in_flight(self, source: Callable[[], int]) -> None:
+        """Where the in-flight gauge reads its value when scraped (the router's count)."""
+        self._in_flight = source
 
     def observe(self, method: str, status: int, seconds: float) -> None:
         series = self._by_request.get((method, status))
@@ -86,7 +90,7 @@ class Metrics:
         yield total
         yield duration
         yield GaugeMetricFamily(
-            "http_requests_in_flight", "total HTTP requests in-flight", value=self.in_flight
+            "http_requests_in_flight", "total HTTP requests in-flight", value=self._in_flight()
         )
 
     def render(self) -> tuple[bytes, str]:

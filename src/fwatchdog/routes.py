@@ -50,6 +50,7 @@ class Router:
         self._log = log
         self._metrics = metrics
         self.in_flight = 0
+        metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
         self._mode_answer_whole = answer_whole_of(mode)
@@ -89,11 +90,9 @@ class Router:
     # Ledger, for modes answering whole requests
     def enter(self) -> None:
         self.in_flight += 1
-        self._metrics.in_flight += 1
 
     def leave(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
         self.in_flight -= 1
-        self._metrics.in_flight -= 1
         self.record(line, status, size, seconds)
 
     def answer_now(self, request: Request, response: Response) -> bool:
@@ -125,11 +124,9 @@ class Router:
             return True
         # Callbacks will finish it (a proxied request): in flight until then.
         self.in_flight += 1
-        self._metrics.in_flight += 1
 
         def finished() -> None:
             self.in_flight -= 1
-            self._metrics.in_flight -= 1
             self._record(request, response, time.perf_counter() - started)
 
         response.when_done(finished)
@@ -185,7 +182,6 @@ class Router:
         started = time.perf_counter()
         max_inflight = self._config.max_inflight
         self.in_flight += 1
-        self._metrics.in_flight += 1
         try:
             if max_inflight and self.in_flight > max_inflight:
                 self._refuse_past_max_inflight(response)
@@ -195,7 +191,6 @@ class Router:
                 response.end()  # so the record below sees what the client gets
         finally:
             self.in_flight -= 1
-            self._metrics.in_flight -= 1
             self._record(request, response, time.perf_counter() - started)
 
     def _refuse_past_max_inflight(self, response: Response) -> None:
