@@ -8,6 +8,7 @@ entries the oldest goes first.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TypeVar
 
 V = TypeVar("V")
@@ -16,16 +17,22 @@ V = TypeVar("V")
 class Recent(dict[bytes, V]):
     """At most `limit` entries whose keys are at most `max_key` bytes, oldest dropped first."""
 
-    __slots__ = ("limit", "max_key")
+    __slots__ = ("_order", "limit", "max_key")
 
     def __init__(self, limit: int, max_key: int) -> None:
         super().__init__()
         self.limit = limit
         self.max_key = max_key
+        # Keys oldest first. A dict's own first key is no good for that: after many deletions
+        # at its front, finding it means stepping over every deleted slot (requests that
+        # differ every time made that about a twentieth of their CPU).
+        self._order: deque[bytes] = deque()
 
     def remember(self, key: bytes, value: V) -> None:
         if len(key) > self.max_key:
             return
-        if key not in self and len(self) >= self.limit:
-            del self[next(iter(self))]  # the oldest
+        if key not in self:
+            if len(self) >= self.limit:
+                del self[self._order.popleft()]
+            self._order.append(key)
         self[key] = value
