@@ -2,6 +2,8 @@
 
 `http-nginx` puts it in front of nginx answering a fixed 200 (the fast upstream: what is
 measured is the proxy), and in the same run sends wrk straight at that nginx, as the ceiling.
+`http-nginx-varied` is the same with a Cookie that differs on every request: no two requests
+are the same bytes, so nothing is answered from what an earlier request taught the proxy.
 `http-python` puts it in front of Python's threading http.server (a realistic, slow upstream).
 Both watchdogs start the upstream themselves through `fprocess` with `mode=http` and
 `upstream_url`, the settings the Go of-watchdog takes too. wrk: -t1, POST of 100 bytes.
@@ -77,6 +79,15 @@ def proxy_to_nginx(binary: WatchdogBinary, options: Options) -> dict[str, float]
     return {**through, "nginx_rps": direct["rps"], "nginx_p99_ms": direct["p99_ms"]}
 
 
+def proxy_to_nginx_varied(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """wrk through the watchdog to nginx, every request's bytes different."""
+    with running(binary, _settings(str(NGINX))) as watchdog:
+        _wait_for_upstream(watchdog)
+        result = run_wrk(watchdog.port, options.duration, options.connections, varied=True)
+        watchdog.check_alive()
+    return _checked(result, "through the watchdog")
+
+
 def proxy_to_python(binary: WatchdogBinary, options: Options) -> dict[str, float]:
     """wrk through the watchdog to Python's threading http.server."""
     with running(binary, _settings(f"{sys.executable} {PYTHON_SERVER}")) as watchdog:
@@ -99,6 +110,15 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("nginx_p99_ms", "  ceiling: p99 latency, ms", False, 2),
             ),
             proxy_to_nginx,
+            needs_wrk=True,
+        ),
+        Scenario(
+            "http-nginx-varied",
+            (
+                Metric("rps", f"http mode to nginx, every request different, req/s ({load})", True),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+            ),
+            proxy_to_nginx_varied,
             needs_wrk=True,
         ),
         Scenario(

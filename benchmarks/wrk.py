@@ -30,8 +30,21 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def post_script(body_size: int) -> str:
-    """A wrk Lua script that POSTs a body of `body_size` bytes."""
+def post_script(body_size: int, varied: bool = False) -> str:
+    """A wrk Lua script that POSTs a body of `body_size` bytes; `varied`: with a Cookie that
+    differs on every request, as a browser's session might, so no two requests are the same
+    bytes (wrk otherwise sends the very same bytes every time)."""
+    if varied:
+        return (
+            "local counter = 0\n"
+            f'local body = string.rep("x", {body_size})\n'
+            'local headers = {["Content-Type"] = "application/octet-stream"}\n'
+            "request = function()\n"
+            "  counter = counter + 1\n"
+            '  headers["Cookie"] = "session=" .. counter\n'
+            '  return wrk.format("POST", "/", headers, body)\n'
+            "end\n"
+        )
     return (
         'wrk.method = "POST"\n'
         f'wrk.body = string.rep("x", {body_size})\n'
@@ -40,15 +53,20 @@ def post_script(body_size: int) -> str:
 
 
 def run_wrk(
-    port: int, duration: float, connections: int = 16, threads: int = 1, body_size: int = 100
+    port: int,
+    duration: float,
+    connections: int = 16,
+    threads: int = 1,
+    body_size: int = 100,
+    varied: bool = False,
 ) -> WrkResult:
-    """POST to / for `duration` seconds and parse wrk's summary."""
+    """POST to / for `duration` seconds and parse wrk's summary (`varied`: see post_script)."""
     wrk = find_wrk()
     if wrk is None:
         raise RuntimeError(INSTALL_HINT)
     with tempfile.TemporaryDirectory(prefix="fwatchdog-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(post_script(body_size))
+        script.write_text(post_script(body_size, varied))
         completed = subprocess.run(
             [
                 wrk,
