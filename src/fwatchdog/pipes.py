@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import termios
+from array import array
 from collections.abc import Callable
 
 DEFAULT_PIPE_SIZE = 64 * 1024
@@ -22,6 +24,27 @@ PIPE_SIZE = 1024 * 1024
 READ_CHUNK = DEFAULT_PIPE_SIZE
 BULK_READ_CHUNK = PIPE_SIZE
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+# FIONREAD's answer; one for the whole process, since only the loop's thread reads pipes.
+_waiting = array("i", [0])
+
+
+def read_waiting(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes of what the pipe holds, in a buffer of exactly the size read.
+
+    `os.read(fd, limit)` allocates `limit` bytes, then shrinks the buffer to what came. On a
+    long stream the pieces that shrinking frees break glibc's heap into holes too small for
+    the next mebibyte: a 2 GiB echo through `cat` now and then ended with 20-50 MiB of free,
+    fragmented heap resident (2 MiB in use). Asking the pipe how much it holds first
+    (FIONREAD, one system call) gives every buffer the size it keeps.
+    """
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, _waiting, True)
+        waiting = _waiting[0]
+    except OSError:
+        waiting = 0
+    return os.read(fd, min(waiting, limit) if waiting > 0 else limit)
 
 
 def enlarge_pipe(fd: int) -> None:
@@ -82,7 +105,7 @@ class PipeReader:
 
     def _on_readable(self) -> None:
         try:
-            data = os.read(self._fd, self._chunk)
+            data = read_waiting(self._fd, self._chunk)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -99,7 +122,7 @@ class PipeReader:
         at_eof = False
         if self.probe_eof and len(data) < self._chunk:
             try:
-                more = os.read(self._fd, self._chunk)
+                more = read_waiting(self._fd, self._chunk)
             except (BlockingIOError, InterruptedError):
                 more = None
             except OSError:
