@@ -24,10 +24,21 @@ FUNCTIONS = Path(__file__).resolve().parent / "functions"
 LOG_SETTLE = FLUSH_GAP * 10
 
 
+# Every port free_port has given out in this run.
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and was given to nothing else in this run: the
+    kernel may offer the same free port twice in a row (a watchdog once got its own port as
+    metrics_port, and refused to start)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
