@@ -473,6 +473,29 @@ def test_the_same_request_again_still_goes_to_the_upstream_every_time(shared: Wa
     shared.wait_for_log("POST /count - 200 - ContentLength: ")
 
 
+def test_repeated_requests_keep_their_call_id_and_repeated_probes_stay_unlogged(
+    http_factory: Factory,
+) -> None:
+    """A repeated request reuses what its first answer worked out for its log line (its
+    call id, whether it is a Kubernetes probe): each answer is still logged and counted."""
+    watchdog = start_http(http_factory, log_callid="true")
+    call = b"POST /count HTTP/1.1\r\nHost: x\r\nX-Call-Id: call-7\r\nContent-Length: 2\r\n\r\nhi"
+    probe = b"GET /whole HTTP/1.1\r\nHost: x\r\nUser-Agent: kube-probe/1.29\r\n\r\n"
+    with raw_connection(watchdog) as sock:
+        for _ in range(3):
+            for request_bytes in (call, probe):
+                sock.sendall(request_bytes)
+                assert read_one_response(sock)[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert wait_until(lambda: watchdog.log().count("POST /count - 200") == 3, timeout=5.0)
+    log = watchdog.log()
+    calls = [line for line in log.splitlines() if "POST /count - 200" in line]
+    assert all(line.endswith(" [call-7]") for line in calls), calls
+    assert "GET /whole" not in log
+    metrics = watchdog.metrics().splitlines()
+    assert 'http_requests_total{code="200",method="get"} 3.0' in metrics
+    assert 'http_requests_total{code="200",method="post"} 3.0' in metrics
+
+
 def test_a_request_waiting_on_the_upstream_is_not_taken_for_an_idle_connection(
     http_factory: Factory,
 ) -> None:
