@@ -87,24 +87,22 @@ class _PassedRequest:
     its bytes, so that the same bytes again are passed on without parsing or working out
     anything (`answer_known`)."""
 
-    __slots__ = ("content_length", "headers", "line", "target", "timeout", "timeout_name")
+    __slots__ = ("content_length", "headers", "line", "timeout", "timeout_name")
 
     def __init__(
         self,
-        target: str,
         headers: list[tuple[str, str]],
         content_length: int | None,
         timeout: float,
         timeout_name: str,
         line: RequestLine,
     ) -> None:
-        self.target = target
         self.headers = headers
         self.content_length = content_length
         # What bounds the exchange: exec_timeout (or X-Timeout), or write_timeout if smaller.
         self.timeout = timeout
         self.timeout_name = timeout_name
-        self.line = line  # the method is there
+        self.line = line  # with the method and target
 
 
 # Request fields that make the proxy rewrite a head rather than pass it on as it came.
@@ -238,10 +236,7 @@ class HttpMode:
         started = time.perf_counter()
         head_lines, asked_timeout = self._request_head(request)
         parts = self._framed(request, head_lines, body)
-        timeout, timeout_name = self._timeout(asked_timeout)
-        write_timeout = self._config.write_timeout
-        if timeout <= 0 or write_timeout < timeout:
-            timeout, timeout_name = write_timeout, "write_timeout"
+        timeout, timeout_name = self._timeout_without_task(asked_timeout)
         forwarding = _Forwarding(self, request, response, started, parts, timeout_name, timeout)
         response.on_abandon(forwarding.abandon)
         self._deadlines.add(forwarding, timeout)
@@ -265,12 +260,9 @@ class HttpMode:
         passes, asked_timeout = _passes_as_received(headers)
         if not passes:
             return False
-        timeout, timeout_name = self._timeout(asked_timeout)
-        write_timeout = self._config.write_timeout
-        if timeout <= 0 or write_timeout < timeout:
-            timeout, timeout_name = write_timeout, "write_timeout"
+        timeout, timeout_name = self._timeout_without_task(asked_timeout)
         line = ledger.line_of(method, target, headers)
-        passed = _PassedRequest(target, headers, content_length, timeout, timeout_name, line)
+        passed = _PassedRequest(headers, content_length, timeout, timeout_name, line)
         if not self._relay(conn, ledger, raw, passed):
             return False
         self._known.remember(raw, passed)
@@ -356,6 +348,15 @@ class HttpMode:
             self._fail(request, response, 408, str(error), started)
         finally:
             self._deadlines.discard(task)
+
+    def _timeout_without_task(self, asked: str | None) -> tuple[float, str]:
+        """What bounds an exchange that callbacks finish (no task, so the router's
+        write_timeout does not apply): `_timeout`, or write_timeout when that is smaller."""
+        timeout, timeout_name = self._timeout(asked)
+        write_timeout = self._config.write_timeout
+        if timeout <= 0 or write_timeout < timeout:
+            return write_timeout, "write_timeout"
+        return timeout, timeout_name
 
     def _timeout(self, asked: str | None) -> tuple[float, str]:
         """exec_timeout, or a shorter X-Timeout the request asks for (0: none)."""
@@ -900,8 +901,7 @@ class _Relay:
         self._mode._deadlines.discard(self)
         conn = self._conn
         seconds = time.perf_counter() - self.started
-        units = int(seconds * _DURATION_FIELDS.scale + 0.5)
-        conn.write(passed.message(_DURATION_FIELDS.get(units) or _DURATION_FIELDS.write(units)))
+        conn.write(passed.message(_duration_field(seconds)))
         self._ledger.leave(self.request.line, passed.status, passed.body_length, seconds)
         conn.release()
 
@@ -945,16 +945,16 @@ class _Relay:
         conn = self._conn
         raw = self.raw
         passed = self.request
-        method = passed.line.method
+        method, target = passed.line.method, passed.line.target
         body = RequestBody(conn, False, passed.content_length)
         body_bytes = raw[raw.find(HEAD_END) + 4 :]
         if body_bytes:
             body.feed(body_bytes)
         body.finish()
-        path, query = split_target(passed.target)
+        path, query = split_target(target)
         request = Request(
             method,
-            passed.target,
+            target,
             path,
             query,
             passed.headers,
