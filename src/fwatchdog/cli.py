@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     load_without_openssl()
     from fwatchdog.server import run
+    from fwatchdog.workers import WORKER_ENV
 
+    # A worker process of http mode (workers.py): serve the primary's listening socket.
+    worker = os.environ.pop(WORKER_ENV, "") if environ is os.environ else ""
+    if worker:
+        listener_fd, control_fd = (int(fd) for fd in worker.split(","))
+        return run(config, log, (listener_fd, control_fd))
     return run(config, log)
 
 

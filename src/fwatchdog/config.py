@@ -59,6 +59,7 @@ class Config:
     write_debug: bool = False
     read_debug: bool = False
     afterburn_processes: int = 1
+    http_workers: int = 0
     spawn_threads: int = 0
     multipart: str = "false"
     multipart_max_parts: int = 1000
@@ -340,6 +341,15 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting(
+        "http_workers",
+        (),
+        "0",
+        "http mode: processes that serve the port, each proxying to the one fprocess; 0: one "
+        "per CPU this container may use; must be 1 (or 0, which then means 1) with "
+        "max_inflight, whose count lives in one process",
+        _at_least_zero,
+    ),
+    Setting(
         "spawn_threads",
         (),
         "0",
@@ -431,6 +441,11 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> No
         raise ConfigError(
             f"multipart: 'stream' needs mode=streaming (mode is {values['mode']}); "
             "use multipart=true"
+        )
+    if values["http_workers"] > 1 and values["max_inflight"] > 0:
+        raise ConfigError(
+            f"http_workers: {values['http_workers']} processes cannot share max_inflight's "
+            "count; set http_workers=1 (or leave it unset) to use max_inflight"
         )
     # The URL is checked only in http mode: functions inherit the environment and may well use a
     # variable called upstream_url for their own purposes.

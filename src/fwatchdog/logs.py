@@ -24,6 +24,10 @@ TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
 # tenth of what a small proxied request costs.
 FLUSH_GAP = 0.005
 FLUSH_LINES = 256
+# A write of at most PIPE_BUF bytes (4096 on Linux) to a pipe is never interleaved with
+# another process's; pieces of at most this many characters stay under it while most
+# characters take one or two bytes.
+PIPE_BUF = 2048
 
 # A request line's duration: seconds with 4 decimals.
 _SECONDS = FixedPoint(4, str)
@@ -91,6 +95,9 @@ class Log:
         self._pending: list[str] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._answers: dict[tuple[int, int], str] = {}
+        # Other processes write to the same stream (http_workers): write whole lines in
+        # pieces a pipe takes atomically, so that no line is cut by another's.
+        self.shared = False
 
     def attach(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Write lines in one go, FLUSH_GAP after the first, with a timer of `loop` (None:
@@ -109,11 +116,13 @@ class Log:
             return
         text = "".join(self._pending)
         self._pending.clear()
+        pieces = _atomic_pieces(text) if self.shared and len(text) > PIPE_BUF else (text,)
         # If the log's reader went away (closed pipe or stream) there is nowhere left to say
         # so, and serving requests matters more than logging them.
         with contextlib.suppress(OSError, ValueError):
-            self._stream.write(text)
-            self._stream.flush()
+            for piece in pieces:
+                self._stream.write(piece)
+                self._stream.flush()
 
     # `msg` is positional-only so that a field may be called anything, even "msg".
     def info(self, msg: str, /, **fields: object) -> None:
@@ -214,6 +223,22 @@ class Log:
     def _flush_timed(self) -> None:
         self._flush_timer = None
         self.flush()
+
+
+def _atomic_pieces(text: str) -> list[str]:
+    """`text` cut after newlines into pieces of at most PIPE_BUF characters where its lines
+    allow (a longer line is a piece of its own)."""
+    pieces = []
+    start = 0
+    while len(text) - start > PIPE_BUF:
+        cut = text.rfind("\n", start, start + PIPE_BUF) + 1
+        if cut <= start:  # one line longer than PIPE_BUF
+            cut = text.find("\n", start + PIPE_BUF) + 1 or len(text)
+        pieces.append(text[start:cut])
+        start = cut
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
 
 
 class LineSplitter:

@@ -8,7 +8,7 @@ import (tens of milliseconds) out of start-up and its locks out of every request
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fwatchdog.http.request import Request
@@ -41,10 +41,48 @@ class Metrics:
         self._by_request: dict[tuple[str, int], _Series] = {}
         self._in_flight: Callable[[], int] = lambda: 0
         self._registry: CollectorRegistry | None = None
+        # Other processes serving the same port (http_workers): their snapshots, per scrape.
+        self._peers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+        self._peer_snapshots: list[dict[str, Any]] = []
 
     def count_in_flight(self, source: Callable[[], int]) -> None:
         """Where the in-flight gauge reads its value when scraped (the router's count)."""
         self._in_flight = source
+
+    def add_peers(self, snapshots: Callable[[], Awaitable[list[dict[str, Any]]]]) -> None:
+        """Where a scrape gets the counters of the other processes serving the port."""
+        self._peers = snapshots
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counters as plain data, for the primary's scrape (`add_peers`)."""
+        return {
+            "in_flight": self._in_flight(),
+            "series": [
+                [code, method, series.count, series.sum, series.buckets]
+                for (code, method), series in self._series.items()
+            ],
+        }
+
+    def _all_series(self) -> tuple[dict[tuple[str, str], _Series], int]:
+        """This process's series and in-flight count, plus its peers' from this scrape."""
+        if not self._peer_snapshots:
+            return self._series, self._in_flight()
+        merged: dict[tuple[str, str], _Series] = {}
+        in_flight = self._in_flight()
+        own = [
+            [code, method, s.count, s.sum, s.buckets] for (code, method), s in self._series.items()
+        ]
+        for rows in [own, *(peer["series"] for peer in self._peer_snapshots)]:
+            for code, method, count, total, buckets in rows:
+                series = merged.get((code, method))
+                if series is None:
+                    series = merged[(code, method)] = _Series()
+                series.count += count
+                series.sum += total
+                series.buckets = [a + b for a, b in zip(series.buckets, buckets, strict=True)]
+        for peer in self._peer_snapshots:
+            in_flight += peer["in_flight"]
+        return merged, in_flight
 
     def observe(self, method: str, status: int, seconds: float) -> None:
         series = self._by_request.get((method, status))
@@ -79,7 +117,8 @@ class Metrics:
             "Seconds spent serving HTTP requests.",
             labels=["code", "method"],
         )
-        for (code, method), series in sorted(self._series.items()):
+        all_series, in_flight = self._all_series()
+        for (code, method), series in sorted(all_series.items()):
             total.add_metric([code, method], series.count)
             cumulative = 0
             buckets = []
@@ -90,7 +129,7 @@ class Metrics:
         yield total
         yield duration
         yield GaugeMetricFamily(
-            "http_requests_in_flight", "total HTTP requests in-flight", value=self._in_flight()
+            "http_requests_in_flight", "total HTTP requests in-flight", value=in_flight
         )
 
     def render(self) -> tuple[bytes, str]:
@@ -110,5 +149,7 @@ class Metrics:
         elif request.method not in ("GET", "HEAD"):
             response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
         else:
+            self._peer_snapshots = await self._peers() if self._peers is not None else []
             body, content_type = self.render()
+            self._peer_snapshots = []
             response.send(200, body, [("Content-Type", content_type)])

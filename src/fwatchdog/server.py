@@ -22,7 +22,9 @@ from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
 from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
+from fwatchdog.primary_link import PrimaryLink
 from fwatchdog.routes import Health, Router
+from fwatchdog.workers import Workers, worker_count
 
 BACKLOG = 1024
 # After a mode failed, how long requests in flight get to write their error responses.
@@ -30,13 +32,17 @@ FAIL_GRACE = 2.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
-def run(config: Config, log: Log) -> int:
-    """Serve until told to stop; returns the process exit code."""
+def run(config: Config, log: Log, worker_fds: tuple[int, int] | None = None) -> int:
+    """Serve until told to stop; returns the process exit code.
+
+    `worker_fds`: this process is a worker (workers.py), given the listening socket and its
+    control socket to the primary.
+    """
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             log.attach(runner.get_loop())
             try:
-                return runner.run(Watchdog(config, log).serve())
+                return runner.run(Watchdog(config, log, worker_fds).serve())
             finally:
                 log.attach(None)
     except StartupError as error:
@@ -67,10 +73,21 @@ def listening_socket(port: int, setting: str) -> socket.socket:
     return sock
 
 
+def _limits(config: Config) -> Limits:
+    return Limits(
+        read_timeout=config.read_timeout,
+        idle_timeout=config.read_timeout or DEFAULT_IDLE_TIMEOUT,
+    )
+
+
+def _say_nothing(msg: str, /, **fields: object) -> None:
+    pass
+
+
 class Watchdog:
     """One run of the server, from bind to exit."""
 
-    def __init__(self, config: Config, log: Log) -> None:
+    def __init__(self, config: Config, log: Log, worker_fds: tuple[int, int] | None) -> None:
         self.config = config
         self.log = log
         self.health = Health(config.lock_path, config.suppress_lock)
@@ -78,20 +95,27 @@ class Watchdog:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._stop_reason = ""
+        self._worker_fds = worker_fds
+        # A worker leaves the lifecycle's lines to the primary: one set per watchdog.
+        self._say = log.info if worker_fds is None else _say_nothing
+        self._workers: Workers | None = None
 
     async def serve(self) -> int:
+        if self._worker_fds is not None:
+            return await self._serve_as_worker(*self._worker_fds)
         config, log = self.config, self.log
         mode = make_mode(config, log)
         router = Router(config, mode, self.health, log, self.metrics)
-        limits = Limits(
-            read_timeout=config.read_timeout,
-            idle_timeout=config.read_timeout or DEFAULT_IDLE_TIMEOUT,
-        )
+        limits = _limits(config)
         function_state = ServerState()
-        function_server = await self._listen(router, limits, function_state, config.port, "port")
+        listener = listening_socket(config.port, "port")
+        function_server = await self._serve_on(listener, router, limits, function_state)
         metrics_state = ServerState()
-        metrics_server = await self._listen(
-            self.metrics.handle, limits, metrics_state, config.metrics_port, "metrics_port"
+        metrics_server = await self._serve_on(
+            listening_socket(config.metrics_port, "metrics_port"),
+            self.metrics.handle,
+            limits,
+            metrics_state,
         )
         log.info(f"Watchdog mode: {config.mode}\tfprocess: {config.function_process!r}")
         log.info(
@@ -102,23 +126,85 @@ class Watchdog:
         )
         log.info(f"Listening on port: {config.port}")
         self._install_signal_handlers()
-        if not await self._start_mode(mode):
-            await mode.stop()  # SIGTERM while the mode was still getting ready
-            return 0
-        self._mark_healthy()
-
-        failure = await self._wait_for_stop(getattr(mode, "failed", None))
-        if failure is not None:
-            exit_code = await self._fail(failure, mode, router, function_server, function_state)
-        else:
-            await self._drain(router, function_server, function_state)
-            await mode.stop()
-            exit_code = 0
+        try:
+            exit_code = await self._serve_with_workers(
+                mode, router, listener, function_server, function_state
+            )
+        finally:
+            if self._workers is not None:
+                self._workers.kill()
         metrics_server.close()
         metrics_state.closing = True
         metrics_state.close_idle()
         log.info(f"Exiting. Active connections: {router.in_flight}")
         return exit_code
+
+    async def _serve_with_workers(
+        self,
+        mode: Mode,
+        router: Router,
+        listener: socket.socket,
+        server: asyncio.Server,
+        state: ServerState,
+    ) -> int:
+        """Start the workers (http_workers), the mode; serve; stop in order: the workers
+        drain (or fail) with this process, and the mode (the child) stops after them."""
+        count = worker_count(self.config)
+        if count > 1:
+            self.log.shared = True
+            self._workers = Workers(count - 1, listener, self.log)
+            self.metrics.add_peers(self._workers.snapshots)
+            await self._workers.start()
+            self.log.info(f"Serving in {count} processes (http_workers)")
+        workers = self._workers
+        if not await self._start_mode(mode):
+            if workers is not None:
+                await workers.wait(self.config.write_timeout)
+            await mode.stop()  # SIGTERM while the mode was still getting ready
+            return 0
+        self._mark_healthy()
+        if workers is not None:
+            workers.ready()
+
+        failure = await self._wait_for_stop(getattr(mode, "failed", None))
+        if failure is not None:
+            if workers is not None:
+                workers.fail(failure)
+            exit_code = await self._fail(failure, mode, router, server, state)
+            if workers is not None:
+                await workers.wait(FAIL_GRACE)
+            return exit_code
+        await self._drain(router, server, state)
+        if workers is not None:
+            # They drain on the same clock; a little longer for their last requests.
+            await workers.wait(self.config.write_timeout + FAIL_GRACE)
+        await mode.stop()
+        return 0
+
+    async def _serve_as_worker(self, listener_fd: int, control_fd: int) -> int:
+        """A worker: serve the primary's listening socket with the same mode, told by the
+        primary when the upstream is ready or gone; drain on SIGTERM as the primary does."""
+        config = self.config
+        self.log.shared = True
+        primary = PrimaryLink(socket.socket(fileno=control_fd), self.metrics.snapshot)
+        primary.listen()
+        mode = make_mode(config, self.log, primary)
+        router = Router(config, mode, self.health, self.log, self.metrics)
+        state = ServerState()
+        listener = socket.socket(fileno=listener_fd)
+        listener.setblocking(False)
+        server = await self._serve_on(listener, router, _limits(config), state)
+        self._install_signal_handlers()
+        if not await self._start_mode(mode):
+            await mode.stop()
+            return 0
+        self.health.started = True
+        failure = await self._wait_for_stop(getattr(mode, "failed", None))
+        if failure is not None:
+            return await self._fail(failure, mode, router, server, state)
+        await self._drain(router, server, state)
+        await mode.stop()
+        return 0
 
     async def _start_mode(self, mode: Mode) -> bool:
         """`mode.start()`, unless SIGTERM/SIGINT comes first (False then)."""
@@ -160,7 +246,8 @@ class Watchdog:
     ) -> int:
         """The mode cannot serve any more (its long-lived process died): unhealthy at once,
         stop the mode, let requests in flight end, exit 1."""
-        self.log.error(f"fwatchdog: stopping: {reason}")
+        if self._worker_fds is None:
+            self.log.error(f"fwatchdog: stopping: {reason}")
         self.health.shutting_down = True
         self._remove_lock_file()
         server.close()
@@ -173,14 +260,14 @@ class Watchdog:
         while router.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         state.close_idle()
-        self.log.error(f"fwatchdog: exiting: {reason}")
+        if self._worker_fds is None:
+            self.log.error(f"fwatchdog: exiting: {reason}")
         return 1
 
-    async def _listen(
-        self, handler: Handler, limits: Limits, state: ServerState, port: int, setting: str
+    async def _serve_on(
+        self, sock: socket.socket, handler: Handler, limits: Limits, state: ServerState
     ) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        sock = listening_socket(port, setting)
 
         def on_error(message: str) -> None:
             self.log.error(message)
@@ -217,17 +304,21 @@ class Watchdog:
     def _on_signal(self, signum: int) -> None:
         if self._stop.is_set():
             # A second signal (Ctrl-C twice): stop waiting out the interval and the drain.
+            if self._workers is not None:
+                self._workers.terminate()
             if not self._hurry.is_set():
-                self.log.info(f"{signal.Signals(signum).name} again: exiting without draining")
+                self._say(f"{signal.Signals(signum).name} again: exiting without draining")
                 self._hurry.set()
             return
         self._stop_reason = signal.Signals(signum).name
+        if self._workers is not None:
+            self._workers.terminate()
         self.health.shutting_down = True
         self._remove_lock_file()
         self._stop.set()
 
     def _remove_lock_file(self) -> None:
-        if self.config.suppress_lock:
+        if self.config.suppress_lock or self._worker_fds is not None:
             return
         self.log.info(f"Removing lock-file : {self.config.lock_path}")
         with contextlib.suppress(FileNotFoundError):
@@ -235,13 +326,13 @@ class Watchdog:
 
     async def _drain(self, router: Router, server: asyncio.Server, state: ServerState) -> None:
         """Serve on through `healthcheck_interval`, then stop accepting and let requests end."""
-        config, log = self.config, self.log
+        config = self.config
         interval = config.healthcheck_interval
-        log.info(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
+        self._say(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
         # Serve on while the orchestrator's probe sees 503 and stops routing to us.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hurry.wait(), interval)
-        log.info(f"No new connections allowed, draining: {router.in_flight} requests")
+        self._say(f"No new connections allowed, draining: {router.in_flight} requests")
         server.close()
         state.closing = True
         state.close_idle()

@@ -136,10 +136,14 @@ def start_slow_request(watchdog: Watchdog, seconds: float) -> socket.socket:
     return sock
 
 
-# One watchdog for the tests that leave it as they found it.
+# One watchdog for the tests that leave it as they found it. One process: some tests follow
+# a pooled upstream connection from request to request (tests/e2e/test_http_workers.py has
+# the tests of several processes).
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watchdog]:
-    watchdog = start_watchdog(tmp_path_factory.mktemp("http-mode"), **http_mode_settings())
+    watchdog = start_watchdog(
+        tmp_path_factory.mktemp("http-mode"), **http_mode_settings(http_workers="1")
+    )
     try:
         if not wait_until(lambda: health(watchdog) == 200, timeout=10.0):
             raise AssertionError(f"never healthy:\n{watchdog.log()}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fwatchdog.config import Config
 from fwatchdog.logs import Log
 from fwatchdog.modes.base import Mode
+from fwatchdog.primary_link import PrimaryLink
 
 
-def make_mode(config: Config, log: Log) -> Mode:
+def make_mode(config: Config, log: Log, primary: PrimaryLink | None = None) -> Mode:
+    """The mode `config` names; `primary` in a worker process (http mode only)."""
     if config.mode == "streaming":
         from fwatchdog.modes.streaming import StreamingMode
 
@@ -15,7 +17,7 @@ def make_mode(config: Config, log: Log) -> Mode:
     if config.mode == "http":
         from fwatchdog.modes.http_proxy import HttpMode
 
-        return HttpMode(config, log)
+        return HttpMode(config, log, primary)
     if config.mode == "static":
         from fwatchdog.modes.static import StaticMode
 

@@ -38,6 +38,7 @@ from fwatchdog.http.request import (
 from fwatchdog.http.response import Response
 from fwatchdog.logs import Log, RequestLine
 from fwatchdog.modes.base import Ledger
+from fwatchdog.primary_link import PrimaryLink
 from fwatchdog.process import SpawnError, describe_exit
 from fwatchdog.recent import Recent
 from fwatchdog.tunnel import Tunnel
@@ -121,9 +122,12 @@ class HttpMode:
     `stop()` has begun.
     """
 
-    def __init__(self, config: Config, log: Log) -> None:
+    def __init__(self, config: Config, log: Log, primary: PrimaryLink | None = None) -> None:
         self._config = config
         self._log = log
+        # In a worker process (http_workers): the primary owns the child and says when the
+        # upstream is ready and when the child died.
+        self._primary = primary
         url = urlsplit(config.upstream_url)
         self._url = config.upstream_url
         self._host = url.hostname or "127.0.0.1"
@@ -148,6 +152,9 @@ class HttpMode:
     # --- life ------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the child and return once the upstream accepts connections."""
+        if self._primary is not None:
+            await self._wait_for_primary(self._primary)
+            return
         config, log = self._config, self._log
         try:
             self._child = LongLivedChild.start(
@@ -194,11 +201,27 @@ class HttpMode:
             delay = min(delay * 2, READY_POLL_MAX)
         return None
 
+    async def _wait_for_primary(self, primary: PrimaryLink) -> None:
+        """A worker: ready when the primary says the upstream is; failed when it says the
+        child died (it logs that, once for all processes)."""
+        primary.failed.add_done_callback(lambda failed: self._upstream_gone(failed.result()))
+        await asyncio.wait((primary.ready, primary.failed), return_when=asyncio.FIRST_COMPLETED)
+        if not primary.ready.done():
+            raise StartupError(primary.failed.result())
+        self._ready.set_result(None)
+
     def _on_child_exit(self, returncode: int) -> None:
         if self._stopping:
             return
-        self._exit_reason = f"Forked function has terminated: {describe_exit(returncode)}"
-        self._log.error(self._exit_reason)
+        reason = f"Forked function has terminated: {describe_exit(returncode)}"
+        self._log.error(reason)
+        self._upstream_gone(reason)
+
+    def _upstream_gone(self, reason: str) -> None:
+        """Requests in flight and to come get 502 with `reason`; `failed` resolves."""
+        if self._stopping:
+            return
+        self._exit_reason = reason
         self._pool.close()
         if self._ready.done() and not self.failed.done():
             self.failed.set_result(self._exit_reason)

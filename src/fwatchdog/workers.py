@@ -1,0 +1,237 @@
+"""http mode's extra serving processes, seen from the process that started them (the primary).
+
+One Python process proxies about 20k requests a second on one core, and the Go watchdog uses
+every core. So in http mode the primary, which owns the child, the lock file and the metrics
+port, also starts `http_workers - 1` copies of fwatchdog that accept on the same listening
+socket and proxy to the same upstream. They share what must be one:
+
+- readiness: a worker serves once the primary says the upstream accepts connections;
+- failure: when the child dies the primary tells every worker, which ends its requests (502)
+  and exits 1;
+- drain: SIGTERM (and a second one) is forwarded; the primary stops the child only after every
+  worker has drained;
+- metrics: a scrape of the primary asks each worker for its counters and adds them up.
+
+Workers run in sessions of their own, so a terminal's Ctrl-C reaches only the primary, which
+then drains them. A worker whose control socket closes (the primary died) stops at once.
+
+The control socket carries lines. To a worker: `ready`, `fail <reason>`, `metrics`. From a
+worker: `metrics <json>`, only in answer to `metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from fwatchdog.config import Config
+from fwatchdog.logs import Log
+from fwatchdog.process import FunctionProcess, describe_exit
+
+# The environment variable that makes `python -m fwatchdog` a worker: "<listener fd>,<control fd>".
+WORKER_ENV = "FWATCHDOG_WORKER"
+# Workers started when http_workers is 0 and the machine has many CPUs: past a few, the
+# upstream is the limit, and each process costs about 20 MiB.
+MAX_AUTO_WORKERS = 8
+# How long a scrape waits for a worker's counters before leaving them out.
+SNAPSHOT_TIMEOUT = 1.0
+# A worker that dies sooner than this after its start is replaced only after this long.
+RESPAWN_DELAY = 1.0
+
+Snapshot = dict[str, Any]
+
+
+def worker_count(config: Config) -> int:
+    """How many processes serve the port: http_workers, or one per CPU the container may use
+    (http mode without max_inflight); 1 for every other mode."""
+    if config.mode != "http":
+        return 1
+    if config.http_workers:
+        return config.http_workers
+    if config.max_inflight:
+        return 1
+    return min(cpus_available(), MAX_AUTO_WORKERS)
+
+
+def cpus_available() -> int:
+    """CPUs this process may run on, less where a cgroup CPU quota allows fewer (as Go 1.25
+    sizes GOMAXPROCS)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 `cpu.max`, or v1's CFS files)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/cpu.max") as file:
+            quota, period = file.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as file:
+            quota_us = int(file.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as file:
+            period_us = int(file.read())
+        return None if quota_us <= 0 else quota_us / period_us
+    return None
+
+
+class _Worker:
+    """One worker process: its pid, its exit, and the primary's end of its control socket."""
+
+    def __init__(self, process: FunctionProcess, control: socket.socket) -> None:
+        self.process = process
+        self.control = control
+        self.started = time.monotonic()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.asking = asyncio.Lock()  # one scrape's question and answer at a time
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
+
+    def tell(self, line: str) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(line.encode() + b"\n")
+
+    async def snapshot(self) -> Snapshot | None:
+        if self.reader is None:
+            return None
+        async with self.asking:
+            self.tell("metrics")
+            try:
+                async with asyncio.timeout(SNAPSHOT_TIMEOUT):
+                    line = await self.reader.readline()
+            except (TimeoutError, OSError):
+                return None
+        if not line.startswith(b"metrics "):
+            return None
+        snapshot: Snapshot = json.loads(line[len(b"metrics ") :])
+        return snapshot
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.control.close()
+
+
+class Workers:
+    """The primary's view of its workers: start them, tell them, forward signals, wait."""
+
+    def __init__(self, count: int, listener: socket.socket, log: Log) -> None:
+        self._count = count
+        self._listener = listener
+        self._log = log
+        self._workers: list[_Worker] = []
+        self._ready = False
+        self._failure = ""
+        self._stopping = False
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    async def start(self) -> None:
+        for _ in range(self._count):
+            await self._start_one()
+
+    async def _start_one(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener_fd, control_fd = self._listener.fileno(), theirs.fileno()
+        # The worker finds them at fixed numbers above both (dup2 clears close-on-exec).
+        base = max(listener_fd, control_fd) + 1
+        env = dict(os.environ)
+        env[WORKER_ENV] = f"{base},{base + 1}"
+        argv = [sys.executable, "-m", "fwatchdog"]
+        try:
+            pid = os.posix_spawn(
+                sys.executable,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, listener_fd, base),
+                    (os.POSIX_SPAWN_DUP2, control_fd, base + 1),
+                ],
+                setsid=True,
+            )
+        finally:
+            theirs.close()
+        worker = _Worker(FunctionProcess(pid, -1, -1, -1), ours)
+        await worker.connect()
+        self._workers.append(worker)
+        worker.process.wait().add_done_callback(lambda done: self._on_exit(worker, done.result()))
+        if self._failure:
+            worker.tell(f"fail {self._failure}")
+        elif self._ready:
+            worker.tell("ready")
+
+    def _on_exit(self, worker: _Worker, returncode: int) -> None:
+        worker.close()
+        with contextlib.suppress(ValueError):
+            self._workers.remove(worker)
+        if self._stopping or self._failure:
+            return
+        # A worker exits on its own only through a bug of ours: serve on with another.
+        lived = time.monotonic() - worker.started
+        delay = RESPAWN_DELAY if lived < RESPAWN_DELAY else 0.0
+        self._log.error(
+            f"fwatchdog: worker process {worker.process.pid} exited "
+            f"({describe_exit(returncode)}); starting another"
+        )
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._replace()))
+
+    async def _replace(self) -> None:
+        if not (self._stopping or self._failure):
+            await self._start_one()
+
+    def ready(self) -> None:
+        """The upstream accepts connections: workers may turn healthy and proxy."""
+        self._ready = True
+        for worker in self._workers:
+            worker.tell("ready")
+
+    def fail(self, reason: str) -> None:
+        """The child died: workers turn unhealthy, end their requests and exit 1."""
+        self._failure = reason.replace("\n", " ")
+        for worker in self._workers:
+            worker.tell(f"fail {self._failure}")
+
+    def terminate(self) -> None:
+        """Forward SIGTERM (or SIGINT, as SIGTERM): a worker drains as the primary does, and
+        hurries on a second."""
+        self._stopping = True
+        for worker in self._workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signal.SIGTERM)
+
+    async def snapshots(self) -> list[Snapshot]:
+        """Every worker's counters, for a scrape (a worker that does not answer is left out)."""
+        answers = await asyncio.gather(*(worker.snapshot() for worker in self._workers))
+        return [answer for answer in answers if answer is not None]
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for every worker to exit, at most `timeout`; then SIGKILL what is left."""
+        self._stopping = True
+        exits = [worker.process.wait() for worker in self._workers]
+        if exits:
+            await asyncio.wait(exits, timeout=timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            worker.process.kill()
