@@ -52,8 +52,12 @@ def run(config: Config, log: Log, worker_fds: tuple[int, int] | None = None) -> 
         return 130
 
 
-def listening_socket(port: int, setting: str) -> socket.socket:
-    """A dual-stack socket on all interfaces (IPv4 only where IPv6 is absent), like Go's `:port`."""
+def listening_socket(port: int, setting: str, reuse_port: bool = False) -> socket.socket:
+    """A dual-stack socket on all interfaces (IPv4 only where IPv6 is absent), like Go's `:port`.
+
+    `reuse_port`: one of several on the port (http_workers), among which the kernel spreads
+    connections by their addresses.
+    """
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -62,6 +66,8 @@ def listening_socket(port: int, setting: str) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         address = ("0.0.0.0", port)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
     except OSError as error:
@@ -108,7 +114,8 @@ class Watchdog:
         router = Router(config, mode, self.health, log, self.metrics)
         limits = _limits(config)
         function_state = ServerState()
-        listener = listening_socket(config.port, "port")
+        processes = worker_count(config)
+        listener = listening_socket(config.port, "port", reuse_port=processes > 1)
         function_server = await self._serve_on(listener, router, limits, function_state)
         metrics_state = ServerState()
         metrics_server = await self._serve_on(
@@ -128,7 +135,7 @@ class Watchdog:
         self._install_signal_handlers()
         try:
             exit_code = await self._serve_with_workers(
-                mode, router, listener, function_server, function_state
+                processes, mode, router, function_server, function_state
             )
         finally:
             if self._workers is not None:
@@ -141,21 +148,23 @@ class Watchdog:
 
     async def _serve_with_workers(
         self,
+        processes: int,
         mode: Mode,
         router: Router,
-        listener: socket.socket,
         server: asyncio.Server,
         state: ServerState,
     ) -> int:
         """Start the workers (http_workers), the mode; serve; stop in order: the workers
         drain (or fail) with this process, and the mode (the child) stops after them."""
-        count = worker_count(self.config)
-        if count > 1:
+        if processes > 1:
+            port = self.config.port
             self.log.shared = True
-            self._workers = Workers(count - 1, listener, self.log)
+            self._workers = Workers(
+                processes - 1, lambda: listening_socket(port, "port", reuse_port=True), self.log
+            )
             self.metrics.add_peers(self._workers.snapshots)
             await self._workers.start()
-            self.log.info(f"Serving in {count} processes (http_workers)")
+            self.log.info(f"Serving in {processes} processes (http_workers)")
         workers = self._workers
         if not await self._start_mode(mode):
             if workers is not None:

@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fwatchdog.config import Config
@@ -132,8 +133,11 @@ class _Worker:
 class Workers:
     """The primary's view of its workers: start them, tell them, forward signals, wait."""
 
-    def __init__(self, count: int, listener: socket.socket, log: Log) -> None:
+    def __init__(self, count: int, listener: Callable[[], socket.socket], log: Log) -> None:
         self._count = count
+        # A new listening socket on the port for each worker (SO_REUSEPORT): the kernel
+        # spreads connections among them by address. One socket shared by all would let the
+        # process that wakes first accept a whole burst of connections.
         self._listener = listener
         self._log = log
         self._workers: list[_Worker] = []
@@ -150,7 +154,8 @@ class Workers:
 
     async def _start_one(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener_fd, control_fd = self._listener.fileno(), theirs.fileno()
+        listener = self._listener()
+        listener_fd, control_fd = listener.fileno(), theirs.fileno()
         # The worker finds them at fixed numbers above both (dup2 clears close-on-exec).
         base = max(listener_fd, control_fd) + 1
         env = dict(os.environ)
@@ -168,6 +173,9 @@ class Workers:
                 setsid=True,
             )
         finally:
+            # Ours would keep the worker's socket in the port's group after it died, with
+            # nobody accepting the connections sent to it.
+            listener.close()
             theirs.close()
         worker = _Worker(FunctionProcess(pid, -1, -1, -1), ours)
         await worker.connect()
