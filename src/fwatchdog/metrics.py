@@ -142,6 +142,14 @@ class Metrics:
             self._registry.register(self)
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
+    async def scrape(self) -> tuple[bytes, str]:
+        """`render`, with the counters of the other processes serving the port added."""
+        self._peer_snapshots = await self._peers() if self._peers is not None else []
+        try:
+            return self.render()
+        finally:
+            self._peer_snapshots = []
+
     async def handle(self, request: Request, response: Response) -> None:
         """The metrics listener's only route."""
         if request.path != "/metrics":
@@ -149,7 +157,5 @@ class Metrics:
         elif request.method not in ("GET", "HEAD"):
             response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
         else:
-            self._peer_snapshots = await self._peers() if self._peers is not None else []
-            body, content_type = self.render()
-            self._peer_snapshots = []
+            body, content_type = await self.scrape()
             response.send(200, body, [("Content-Type", content_type)])

@@ -275,3 +275,10 @@ def test_lock_file_follows_tmpdir_like_go_os_tempdir() -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         Config().port = 1  # type: ignore[misc]
+
+
+def test_http_workers_over_one_refuses_max_inflight() -> None:
+    environ = {"fprocess": "cat", "http_workers": "2", "max_inflight": "10"}
+    assert config_error(environ).startswith("http_workers: 2 processes cannot share max_inflight")
+    assert load_config({**environ, "http_workers": "1"}).max_inflight == 10
+    assert load_config({**environ, "http_workers": ""}).http_workers == 0

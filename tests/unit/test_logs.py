@@ -235,3 +235,25 @@ def test_many_waiting_lines_are_written_at_once_and_detaching_writes_the_rest() 
         return written, len(stream.getvalue().splitlines())
 
     assert asyncio.run(log_many()) == (FLUSH_LINES, FLUSH_LINES + 1)
+
+
+def test_a_shared_log_writes_whole_lines_in_pieces_a_pipe_takes_at_once() -> None:
+    pieces: list[str] = []
+
+    class Writes(io.StringIO):
+        def write(self, text: str) -> int:
+            pieces.append(text)
+            return super().write(text)
+
+    stream = Writes()
+    log = Log(stream=stream)
+    log.shared = True
+    lines = [f"line {n} " + "x" * (n % 90) for n in range(300)] + ["y" * 5000, "z"]
+    for line in lines:
+        log.function_line("stdout", line, prefix=False)
+    log.flush()
+    assert stream.getvalue().splitlines() == lines
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert piece.endswith("\n")
+        assert len(piece.encode()) <= 4096 or piece.count("\n") == 1
