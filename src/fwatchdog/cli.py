@@ -49,12 +49,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     from fwatchdog.server import run
     from fwatchdog.workers import WORKER_ENV
 
-    # A worker process of http mode (workers.py): serve the primary's listening socket.
-    worker = os.environ.pop(WORKER_ENV, "") if environ is os.environ else ""
-    if worker:
-        listener_fd, control_fd = (int(fd) for fd in worker.split(","))
-        return run(config, log, (listener_fd, control_fd))
-    return run(config, log)
+    # A worker process of http mode (workers.py), with its control socket to the primary.
+    control_fd = os.environ.pop(WORKER_ENV, "") if environ is os.environ else ""
+    return run(config, log, int(control_fd) if control_fd else None)
 
 
 def _run_healthcheck(environ: Mapping[str, str]) -> int:

@@ -32,17 +32,16 @@ FAIL_GRACE = 2.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
-def run(config: Config, log: Log, worker_fds: tuple[int, int] | None = None) -> int:
+def run(config: Config, log: Log, control_fd: int | None = None) -> int:
     """Serve until told to stop; returns the process exit code.
 
-    `worker_fds`: this process is a worker (workers.py), given the listening socket and its
-    control socket to the primary.
+    `control_fd`: this process is a worker (workers.py), and this its socket to the primary.
     """
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             log.attach(runner.get_loop())
             try:
-                return runner.run(Watchdog(config, log, worker_fds).serve())
+                return runner.run(Watchdog(config, log, control_fd).serve())
             finally:
                 log.attach(None)
     except StartupError as error:
@@ -93,7 +92,7 @@ def _say_nothing(msg: str, /, **fields: object) -> None:
 class Watchdog:
     """One run of the server, from bind to exit."""
 
-    def __init__(self, config: Config, log: Log, worker_fds: tuple[int, int] | None) -> None:
+    def __init__(self, config: Config, log: Log, control_fd: int | None) -> None:
         self.config = config
         self.log = log
         self.health = Health(config.lock_path, config.suppress_lock)
@@ -101,14 +100,14 @@ class Watchdog:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._stop_reason = ""
-        self._worker_fds = worker_fds
+        self._control_fd = control_fd
         # A worker leaves the lifecycle's lines to the primary: one set per watchdog.
-        self._say = log.info if worker_fds is None else _say_nothing
+        self._say = log.info if control_fd is None else _say_nothing
         self._workers: Workers | None = None
 
     async def serve(self) -> int:
-        if self._worker_fds is not None:
-            return await self._serve_as_worker(*self._worker_fds)
+        if self._control_fd is not None:
+            return await self._serve_as_worker(self._control_fd)
         config, log = self.config, self.log
         mode = make_mode(config, log)
         router = Router(config, mode, self.health, log, self.metrics)
@@ -157,11 +156,8 @@ class Watchdog:
         """Start the workers (http_workers), the mode; serve; stop in order: the workers
         drain (or fail) with this process, and the mode (the child) stops after them."""
         if processes > 1:
-            port = self.config.port
             self.log.shared = True
-            self._workers = Workers(
-                processes - 1, lambda: listening_socket(port, "port", reuse_port=True), self.log
-            )
+            self._workers = Workers(processes - 1, self.log)
             self.metrics.add_peers(self._workers.snapshots)
             await self._workers.start()
             self.log.info(f"Serving in {processes} processes (http_workers)")
@@ -190,8 +186,8 @@ class Watchdog:
         await mode.stop()
         return 0
 
-    async def _serve_as_worker(self, listener_fd: int, control_fd: int) -> int:
-        """A worker: serve the primary's listening socket with the same mode, told by the
+    async def _serve_as_worker(self, control_fd: int) -> int:
+        """A worker: serve the port beside the primary with the same mode, told by the
         primary when the upstream is ready or gone; drain on SIGTERM as the primary does."""
         config = self.config
         self.log.shared = True
@@ -200,8 +196,7 @@ class Watchdog:
         mode = make_mode(config, self.log, primary)
         router = Router(config, mode, self.health, self.log, self.metrics)
         state = ServerState()
-        listener = socket.socket(fileno=listener_fd)
-        listener.setblocking(False)
+        listener = listening_socket(config.port, "port", reuse_port=True)
         server = await self._serve_on(listener, router, _limits(config), state)
         self._install_signal_handlers()
         if not await self._start_mode(mode):
@@ -255,7 +250,7 @@ class Watchdog:
     ) -> int:
         """The mode cannot serve any more (its long-lived process died): unhealthy at once,
         stop the mode, let requests in flight end, exit 1."""
-        if self._worker_fds is None:
+        if self._control_fd is None:
             self.log.error(f"fwatchdog: stopping: {reason}")
         self.health.shutting_down = True
         self._remove_lock_file()
@@ -269,7 +264,7 @@ class Watchdog:
         while router.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         state.close_idle()
-        if self._worker_fds is None:
+        if self._control_fd is None:
             self.log.error(f"fwatchdog: exiting: {reason}")
         return 1
 
@@ -327,7 +322,7 @@ class Watchdog:
         self._stop.set()
 
     def _remove_lock_file(self) -> None:
-        if self.config.suppress_lock or self._worker_fds is not None:
+        if self.config.suppress_lock or self._control_fd is not None:
             return
         self.log.info(f"Removing lock-file : {self.config.lock_path}")
         with contextlib.suppress(FileNotFoundError):

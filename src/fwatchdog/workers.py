@@ -8,6 +8,9 @@ socket and proxy to the same upstream. They share what must be one:
 - readiness: a worker serves once the primary says the upstream accepts connections;
 - failure: when the child dies the primary tells every worker, which ends its requests (502)
   and exits 1;
+- the port: each worker listens on a socket of its own (SO_REUSEPORT), opened once it is
+  ready to accept, among which the kernel spreads connections by address (one socket shared
+  by all would let the process that wakes first accept a whole burst);
 - drain: SIGTERM (and a second one) is forwarded; the primary stops the child only after every
   worker has drained;
 - metrics: a scrape of the primary asks each worker for its counters and adds them up.
@@ -30,14 +33,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fwatchdog.config import Config
 from fwatchdog.logs import Log
 from fwatchdog.process import FunctionProcess, describe_exit
 
-# The environment variable that makes `python -m fwatchdog` a worker: "<listener fd>,<control fd>".
+# The environment variable that makes `python -m fwatchdog` a worker: its control socket's fd.
 WORKER_ENV = "FWATCHDOG_WORKER"
 # Workers started when http_workers is 0 and the machine has many CPUs: past a few, the
 # upstream is the limit, and each process costs about 20 MiB.
@@ -133,12 +135,8 @@ class _Worker:
 class Workers:
     """The primary's view of its workers: start them, tell them, forward signals, wait."""
 
-    def __init__(self, count: int, listener: Callable[[], socket.socket], log: Log) -> None:
+    def __init__(self, count: int, log: Log) -> None:
         self._count = count
-        # A new listening socket on the port for each worker (SO_REUSEPORT): the kernel
-        # spreads connections among them by address. One socket shared by all would let the
-        # process that wakes first accept a whole burst of connections.
-        self._listener = listener
         self._log = log
         self._workers: list[_Worker] = []
         self._ready = False
@@ -154,28 +152,21 @@ class Workers:
 
     async def _start_one(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener = self._listener()
-        listener_fd, control_fd = listener.fileno(), theirs.fileno()
-        # The worker finds them at fixed numbers above both (dup2 clears close-on-exec).
-        base = max(listener_fd, control_fd) + 1
+        control_fd = theirs.fileno()
+        # The worker finds it at a fixed number above it (dup2 clears close-on-exec).
+        worker_fd = control_fd + 1
         env = dict(os.environ)
-        env[WORKER_ENV] = f"{base},{base + 1}"
+        env[WORKER_ENV] = str(worker_fd)
         argv = [sys.executable, "-m", "fwatchdog"]
         try:
             pid = os.posix_spawn(
                 sys.executable,
                 argv,
                 env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, listener_fd, base),
-                    (os.POSIX_SPAWN_DUP2, control_fd, base + 1),
-                ],
+                file_actions=[(os.POSIX_SPAWN_DUP2, control_fd, worker_fd)],
                 setsid=True,
             )
         finally:
-            # Ours would keep the worker's socket in the port's group after it died, with
-            # nobody accepting the connections sent to it.
-            listener.close()
             theirs.close()
         worker = _Worker(FunctionProcess(pid, -1, -1, -1), ours)
         await worker.connect()
