@@ -14,7 +14,8 @@ PRIMARY_GONE = "the primary fwatchdog process exited"
 
 class PrimaryLink:
     """What the primary says, as futures: `ready` (the upstream accepts connections) and
-    `failed` (the child died, or the primary itself: its reason)."""
+    `failed` (the child died, or the primary itself: its reason). The primary turns healthy
+    only once every worker says it is `listening`."""
 
     def __init__(self, control: socket.socket, snapshot: Callable[[], dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
@@ -24,11 +25,14 @@ class PrimaryLink:
         self.failed: asyncio.Future[str] = loop.create_future()
         self._task: asyncio.Task[None] | None = None
 
-    def listen(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._listen())
-
-    async def _listen(self) -> None:
+    async def listen(self, listening: bool) -> None:
+        """Say whether this worker could open its listener (`listening`, or `failed` and
+        exit), then follow what the primary says."""
         reader, writer = await asyncio.open_unix_connection(sock=self._control)
+        writer.write(b"listening\n" if listening else b"failed\n")
+        self._task = asyncio.get_running_loop().create_task(self._follow(reader, writer))
+
+    async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
                 command, _, argument = line.rstrip(b"\n").decode().partition(" ")

@@ -30,6 +30,8 @@ BACKLOG = 1024
 # After a mode failed, how long requests in flight get to write their error responses.
 FAIL_GRACE = 2.0
 DEFAULT_IDLE_TIMEOUT = 60.0
+# How long the primary waits for its workers to listen before it turns healthy without them.
+WORKER_START_TIMEOUT = 10.0
 
 
 def run(config: Config, log: Log, control_fd: int | None = None) -> int:
@@ -167,6 +169,10 @@ class Watchdog:
                 await workers.wait(self.config.write_timeout)
             await mode.stop()  # SIGTERM while the mode was still getting ready
             return 0
+        if workers is not None:
+            # Healthy means every process accepts: a client's keep-alive connections made
+            # at once would otherwise all stay with the processes that were up.
+            await workers.listening(WORKER_START_TIMEOUT)
         self._mark_healthy()
         if workers is not None:
             workers.ready()
@@ -192,12 +198,16 @@ class Watchdog:
         config = self.config
         self.log.shared = True
         primary = PrimaryLink(socket.socket(fileno=control_fd), self.metrics.snapshot)
-        primary.listen()
         mode = make_mode(config, self.log, primary)
         router = Router(config, mode, self.health, self.log, self.metrics)
         state = ServerState()
-        listener = listening_socket(config.port, "port", reuse_port=True)
+        try:
+            listener = listening_socket(config.port, "port", reuse_port=True)
+        except StartupError:
+            await primary.listen(listening=False)
+            raise
         server = await self._serve_on(listener, router, _limits(config), state)
+        await primary.listen(listening=True)
         self._install_signal_handlers()
         if not await self._start_mode(mode):
             await mode.stop()

@@ -102,16 +102,25 @@ class _Worker:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.asking = asyncio.Lock()  # one scrape's question and answer at a time
+        self.listening: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
+        asyncio.get_running_loop().create_task(self._hear_listening(self.reader))
+
+    async def _hear_listening(self, reader: asyncio.StreamReader) -> None:
+        """The worker's first line: `listening` once it accepts on the port (or `failed`)."""
+        line = b""
+        with contextlib.suppress(OSError):
+            line = await reader.readline()
+        self.listening.set_result(line == b"listening\n")
 
     def tell(self, line: str) -> None:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(line.encode() + b"\n")
 
     async def snapshot(self) -> Snapshot | None:
-        if self.reader is None:
+        if self.reader is None or not self.listening.done():
             return None
         async with self.asking:
             self.tell("metrics")
@@ -143,9 +152,6 @@ class Workers:
         self._failure = ""
         self._stopping = False
 
-    def __len__(self) -> int:
-        return len(self._workers)
-
     async def start(self) -> None:
         for _ in range(self._count):
             await self._start_one()
@@ -174,6 +180,8 @@ class Workers:
         worker.process.wait().add_done_callback(lambda done: self._on_exit(worker, done.result()))
         if self._failure:
             worker.tell(f"fail {self._failure}")
+        elif self._stopping:  # SIGTERM came while the workers were starting
+            os.kill(pid, signal.SIGTERM)
         elif self._ready:
             worker.tell("ready")
 
@@ -196,6 +204,12 @@ class Workers:
     async def _replace(self) -> None:
         if not (self._stopping or self._failure):
             await self._start_one()
+
+    async def listening(self, timeout: float) -> None:
+        """Wait until every worker accepts on the port (at most `timeout`)."""
+        waits = [worker.listening for worker in self._workers]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
 
     def ready(self) -> None:
         """The upstream accepts connections: workers may turn healthy and proxy."""

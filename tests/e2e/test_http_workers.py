@@ -55,6 +55,17 @@ def workers_of(watchdog: Watchdog) -> list[int]:
 
 def holding_upstream_connections(pids: list[int], port: int) -> set[int]:
     """Which of `pids` have an established TCP connection to 127.0.0.1:`port`."""
+    return sockets_of(pids, port, state="01", end=2)
+
+
+def listening_on(pids: list[int], port: int) -> set[int]:
+    """Which of `pids` have a socket listening on `port`."""
+    return sockets_of(pids, port, state="0A", end=1)
+
+
+def sockets_of(pids: list[int], port: int, state: str, end: int) -> set[int]:
+    """Which of `pids` have a TCP socket in `state` whose local (`end` 1) or remote (2)
+    port is `port`, from /proc."""
     owner: dict[str, int] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -67,8 +78,8 @@ def holding_upstream_connections(pids: list[int], port: int) -> set[int]:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
             fields = row.split()
-            remote, state, inode = fields[2], fields[3], fields[9]
-            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port and inode in owner:
+            address, inode = fields[end], fields[9]
+            if fields[3] == state and int(address.rsplit(":", 1)[1], 16) == port and inode in owner:
                 holders.add(owner[inode])
     return holders
 
@@ -138,6 +149,15 @@ def test_every_process_proxies_to_the_one_child(
     for line in log.splitlines():
         if "GET /" in line:
             assert REQUEST_LINE.fullmatch(line), line
+
+
+def test_healthy_only_once_every_process_listens(
+    start_workers: Callable[..., tuple[Watchdog, int]],
+) -> None:
+    watchdog, _ = start_workers(http_workers=3, wait_healthy=False)
+    assert wait_until(lambda: health(watchdog) == 200, timeout=10), watchdog.log()
+    processes = [watchdog.process.pid, *children_of(watchdog.process.pid)]
+    assert len(listening_on(processes, watchdog.port)) == 3
 
 
 def test_metrics_add_up_the_requests_and_in_flight_of_every_process(
