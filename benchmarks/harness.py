@@ -113,6 +113,26 @@ class Watchdog:
         """Resident memory of the watchdog process now, MiB."""
         return proc_status_kib(self.pid, "VmRSS") / 1024
 
+    def serving_rss_mib(self) -> float:
+        """Resident memory of the processes serving the port now, MiB: the watchdog and
+        the worker processes it started (fwatchdog's http_workers), not its function."""
+        pids = [self.pid]
+        for task in os.listdir(f"/proc/{self.pid}/task"):
+            with open(f"/proc/{self.pid}/task/{task}/children", encoding="ascii") as children:
+                pids += [int(child) for child in children.read().split()]
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ:
+                    is_watchdog = (
+                        pid == self.pid or b"\0FWATCHDOG_WORKER=" in b"\0" + environ.read()
+                    )
+                if is_watchdog:
+                    total += proc_status_kib(pid, "VmRSS")
+            except (OSError, WatchdogError):
+                continue  # a process that ended meanwhile
+        return total / 1024
+
     def peak_rss_mib(self) -> float:
         """Peak resident memory of the watchdog process since it started, MiB."""
         return proc_status_kib(self.pid, "VmHWM") / 1024

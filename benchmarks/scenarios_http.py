@@ -72,11 +72,17 @@ def proxy_to_nginx(binary: WatchdogBinary, options: Options) -> dict[str, float]
             run_wrk(watchdog.port, options.duration, options.connections), "through the watchdog"
         )
         watchdog.check_alive()
+        serving_rss = watchdog.serving_rss_mib()
         direct = _checked(
             run_wrk(int(settings["UPSTREAM_PORT"]), options.duration, options.connections),
             "straight at nginx",
         )
-    return {**through, "nginx_rps": direct["rps"], "nginx_p99_ms": direct["p99_ms"]}
+    return {
+        **through,
+        "serving_rss": serving_rss,
+        "nginx_rps": direct["rps"],
+        "nginx_p99_ms": direct["p99_ms"],
+    }
 
 
 def proxy_to_nginx_varied(binary: WatchdogBinary, options: Options) -> dict[str, float]:
@@ -106,6 +112,7 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("rps", f"http mode to nginx, req/s ({load})", True),
                 Metric("p50_ms", "  p50 latency, ms", False, 2),
                 Metric("p99_ms", "  p99 latency, ms", False, 2),
+                Metric("serving_rss", "  RSS of the serving processes after it, MiB", False, 1),
                 Metric("nginx_rps", "  ceiling: wrk straight at nginx, req/s", True),
                 Metric("nginx_p99_ms", "  ceiling: p99 latency, ms", False, 2),
             ),
