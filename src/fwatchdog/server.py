@@ -22,7 +22,7 @@ from fwatchdog.logs import Log
 from fwatchdog.metrics import Metrics
 from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
-from fwatchdog.primary_link import PrimaryLink
+from fwatchdog.primary_link import PRIMARY_GONE, PrimaryLink
 from fwatchdog.routes import Health, Router
 from fwatchdog.workers import Workers, worker_count
 
@@ -215,6 +215,8 @@ class Watchdog:
         self.health.started = True
         failure = await self._wait_for_stop(getattr(mode, "failed", None))
         if failure is not None:
+            if failure == PRIMARY_GONE:  # the primary cannot say it any more
+                self.log.error(f"fwatchdog: worker process {os.getpid()}: {failure}; stopping")
             return await self._fail(failure, mode, router, server, state)
         await self._drain(router, server, state)
         await mode.stop()

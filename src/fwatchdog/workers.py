@@ -148,6 +148,7 @@ class Workers:
         self._count = count
         self._log = log
         self._workers: list[_Worker] = []
+        self._starting: set[asyncio.Task[None]] = set()
         self._ready = False
         self._failure = ""
         self._stopping = False
@@ -198,12 +199,13 @@ class Workers:
             f"fwatchdog: worker process {worker.process.pid} exited "
             f"({describe_exit(returncode)}); starting another"
         )
-        loop = asyncio.get_running_loop()
-        loop.call_later(delay, lambda: loop.create_task(self._replace()))
+        asyncio.get_running_loop().call_later(delay, self._replace)
 
-    async def _replace(self) -> None:
+    def _replace(self) -> None:
         if not (self._stopping or self._failure):
-            await self._start_one()
+            task = asyncio.get_running_loop().create_task(self._start_one())
+            self._starting.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._starting.discard)
 
     async def listening(self, timeout: float) -> None:
         """Wait until every worker accepts on the port (at most `timeout`)."""

@@ -248,6 +248,9 @@ def test_workers_stop_when_the_primary_is_killed(
     workers = workers_of(watchdog)
     watchdog.process.kill()
     assert all(wait_until(lambda pid=pid: process_gone(pid), timeout=5) for pid in workers)
+    log = watchdog.log()
+    for pid in workers:
+        assert f"worker process {pid}: the primary fwatchdog process exited; stopping" in log
 
 
 def test_a_worker_that_dies_is_replaced(
