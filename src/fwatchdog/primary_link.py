@@ -4,7 +4,6 @@ ready, when the child failed, and its counters for the primary's scrapes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,8 @@ class PrimaryLink:
                 elif command == "fail":
                     self._fail(argument)
                 elif command == "metrics":
+                    import json  # only http mode's scrapes pay for it
+
                     snapshot = json.dumps(self._snapshot(), separators=(",", ":"))
                     writer.write(f"metrics {snapshot}\n".encode())
         except OSError:

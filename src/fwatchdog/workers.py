@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import signal
@@ -131,6 +130,8 @@ class _Worker:
                 return None
         if not line.startswith(b"metrics "):
             return None
+        import json  # only http mode's scrapes pay for it
+
         snapshot: Snapshot = json.loads(line[len(b"metrics ") :])
         return snapshot
 
