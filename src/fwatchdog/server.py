@@ -53,12 +53,16 @@ def run(config: Config, log: Log, control_fd: int | None = None) -> int:
         return 130
 
 
-def listening_socket(port: int, setting: str, reuse_port: bool = False) -> socket.socket:
+def listening_socket(port: int, setting: str, group: str = "") -> socket.socket:
     """A dual-stack socket on all interfaces (IPv4 only where IPv6 is absent), like Go's `:port`.
 
-    `reuse_port`: one of several on the port (http_workers), among which the kernel spreads
-    connections by their addresses.
+    `group`: one of several sockets on the port (http_workers, SO_REUSEPORT), among which the
+    kernel spreads connections by their addresses: "start" for the first, which needs the
+    port free as a lone socket does (another watchdog's group would take it in otherwise),
+    "join" for the others.
     """
+    if group == "start":
+        listening_socket(port, setting).close()
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -67,7 +71,7 @@ def listening_socket(port: int, setting: str, reuse_port: bool = False) -> socke
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         address = ("0.0.0.0", port)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
+    if group:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
@@ -116,7 +120,7 @@ class Watchdog:
         limits = _limits(config)
         function_state = ServerState()
         processes = worker_count(config)
-        listener = listening_socket(config.port, "port", reuse_port=processes > 1)
+        listener = listening_socket(config.port, "port", "start" if processes > 1 else "")
         function_server = await self._serve_on(listener, router, limits, function_state)
         metrics_state = ServerState()
         metrics_server = await self._serve_on(
@@ -202,7 +206,7 @@ class Watchdog:
         router = Router(config, mode, self.health, self.log, self.metrics)
         state = ServerState()
         try:
-            listener = listening_socket(config.port, "port", reuse_port=True)
+            listener = listening_socket(config.port, "port", "join")
         except StartupError:
             await primary.listen(listening=False)
             raise

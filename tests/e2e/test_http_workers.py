@@ -267,6 +267,18 @@ def test_a_worker_that_dies_is_replaced(
     assert health(watchdog) == 200
 
 
+def test_a_second_watchdog_on_the_port_is_refused_as_with_one_process(
+    start_workers: Callable[..., tuple[Watchdog, int]], watchdog_factory: Factory
+) -> None:
+    first, _ = start_workers(http_workers=2)
+    second = watchdog_factory(
+        wait=False, port=str(first.port), **http_mode_settings(http_workers="2")
+    )
+    assert second.process.wait(10) == 1
+    assert f"port: cannot listen on port {first.port}: already in use" in second.log()
+    assert health(first) == 200
+
+
 def test_http_workers_cannot_share_max_inflight(watchdog_factory: Factory) -> None:
     watchdog = watchdog_factory(
         wait=False, **http_mode_settings(http_workers="2", max_inflight="4")
