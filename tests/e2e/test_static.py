@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -884,6 +885,37 @@ def test_static_the_same_request_again_gets_the_same_answer_until_the_file_chang
     log = watchdog.wait_for_log("GET /app.js?v=1 - 200 - ContentLength: 13B")
     assert log.count("GET /app.js?v=1 - 200 - ContentLength: 12B") == 4
     assert log.count("HEAD /app.js?v=1 - 200 - ContentLength: 0B") == 2
+
+
+def test_static_a_change_is_seen_when_the_request_is_read_before_its_inotify_event(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    """A request sent after a change, read in the same loop iteration as the change's inotify
+    event and ahead of it (epoll's order), is answered with the new file. The watchdog is
+    stopped meanwhile, as a loaded machine deschedules it: the pipelined request sent before
+    the change puts the socket first on epoll's ready list, the inotify descriptor next."""
+    root = tmp_path / "root"
+    path = write_file(root / "app.js", b"version = 0;", MTIME)
+    watchdog = watchdog_factory(mode="static", static_path=str(root))
+    request = b"GET /app.js HTTP/1.1\r\nHost: static.test\r\n\r\n"
+    answers = []
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
+        for version in range(1, 4):
+            for _ in range(2):  # cached, then trusted on inotify's word
+                kept_alive_get(sock, b"/app.js")
+            time.sleep(0.05)  # back in epoll_wait
+            watchdog.process.send_signal(signal.SIGSTOP)
+            try:
+                sock.sendall(request)  # sent before the change: either version is right
+                write_file(path, b"version = %d;" % version, MTIME + 10 * version)
+                sock.sendall(request)  # sent after it
+            finally:
+                watchdog.process.send_signal(signal.SIGCONT)
+            _, rest = _read_reply_buffered(sock, b"")
+            after, rest = _read_reply_buffered(sock, rest)
+            assert rest == b""
+            answers.append(after.body)
+    assert answers == [b"version = 1;", b"version = 2;", b"version = 3;"]
 
 
 HUGE = 32 * 1024 * 1024

@@ -7,6 +7,13 @@ swapped by an atomic deploy) empties the cache. Changes that inotify cannot see 
 written through another directory, a network file system changed by another host) are caught
 by the stat that each entry gets again once a second. Where inotify is not available, every
 use is checked with stat, as before.
+
+The event loop's reader on the inotify descriptor is not enough by itself: epoll reports ready
+descriptors in no order we control (a socket still on its ready list from the previous read
+comes first), so a request sent after a change can be read, and answered, in the same loop
+iteration as the change's event but before its reader runs. So an entry trusted on inotify's
+word is only trusted after a poll(0) of the descriptor finds no event waiting (a system call
+that costs a fraction of a stat).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import select
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -99,14 +107,17 @@ class _Inotify:
     def add_watch(self, directory: bytes) -> bool:
         return bool(self._add_watch(self.fd, directory, WATCHED_EVENTS) >= 0)
 
-    def drain(self) -> None:
-        """Read and drop every queued event: which one it was does not matter here."""
+    def drain(self) -> bool:
+        """Read and drop every queued event (which one it was does not matter here); True if
+        there was any."""
+        drained = False
         while True:
             try:
                 if not os.read(self.fd, 64 * 1024):
-                    return
+                    return drained
             except (BlockingIOError, InterruptedError):
-                return
+                return drained
+            drained = True
 
     def close(self) -> None:
         os.close(self.fd)
@@ -123,6 +134,7 @@ class FileCache:
         self._max_entries = max_entries
         self._root = b""
         self._inotify: _Inotify | None = None
+        self._pending: select.poll | None = None  # polls the inotify descriptor for events
         self._watched: set[bytes] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick = 0
@@ -141,6 +153,8 @@ class FileCache:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(inotify.fd, self._on_change)
         self._inotify = inotify
+        self._pending = select.poll()
+        self._pending.register(inotify.fd, select.POLLIN)
         self._root = root.rstrip(b"/") or b"/"
         self._watched = {self._root}
         return True
@@ -149,6 +163,7 @@ class FileCache:
         """Stop watching; entries are checked with stat on every use from now on."""
         self._tick += 1  # what inotify vouched for is vouched for no longer
         inotify, self._inotify = self._inotify, None
+        self._pending = None
         if inotify is not None and self._loop is not None:
             self._loop.remove_reader(inotify.fd)
             inotify.close()
@@ -158,8 +173,15 @@ class FileCache:
 
     def get(self, key: str) -> CachedFile | None:
         entry = self._entries.get(key)
-        if entry is None or entry.checked == self._tick:
-            return entry
+        if entry is None:
+            return None
+        if entry.checked == self._tick:
+            # Trusted on inotify's word: unless an event waits that the loop has not read yet.
+            pending = self._pending
+            if pending is None or not pending.poll(0):
+                return entry
+            self._on_change()
+            return None
         try:
             current = identity_of(os.stat(entry.path))
         except OSError:
@@ -199,8 +221,8 @@ class FileCache:
 
     def _on_change(self) -> None:
         """Something changed under a watched directory: forget everything."""
-        if self._inotify is not None:
-            self._inotify.drain()
+        if self._inotify is not None and not self._inotify.drain():
+            return  # read already, and the cache emptied, by `get`
         self._entries.clear()
         self._bytes = 0
         # Watches stay in the kernel; a directory replaced since is watched again when next
