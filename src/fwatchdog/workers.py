@@ -43,6 +43,10 @@ WORKER_ENV = "FWATCHDOG_WORKER"
 # Workers started when http_workers is 0 and the machine has many CPUs: past a few, the
 # upstream is the limit, and each process costs about 20 MiB.
 MAX_AUTO_WORKERS = 8
+# Under a container memory limit, one process per this much of it (128Mi: 1, 512Mi: 4): the
+# watchdog's processes then take at most about a sixth of the limit, the rest is the function's.
+MEMORY_PER_WORKER = 128 * 1024 * 1024
+CGROUP_ROOT = "/sys/fs/cgroup"
 # How long a scrape waits for a worker's counters before leaving them out.
 SNAPSHOT_TIMEOUT = 1.0
 # A worker that dies sooner than this after its start is replaced only after this long.
@@ -51,44 +55,66 @@ RESPAWN_DELAY = 1.0
 Snapshot = dict[str, Any]
 
 
-def worker_count(config: Config) -> int:
-    """How many processes serve the port: http_workers, or one per CPU the container may use
-    (http mode without max_inflight); 1 for every other mode."""
+def worker_count(config: Config, cgroup_root: str = CGROUP_ROOT) -> int:
+    """How many processes serve the port: http_workers, or (http mode without max_inflight)
+    one per CPU the container may use, fewer under a small memory limit; 1 in other modes."""
     if config.mode != "http":
         return 1
     if config.http_workers:
         return config.http_workers
     if config.max_inflight:
         return 1
-    return min(cpus_available(), MAX_AUTO_WORKERS)
+    memory = _cgroup_memory_limit(cgroup_root)
+    by_memory = MAX_AUTO_WORKERS if memory is None else memory // MEMORY_PER_WORKER
+    return max(1, min(cpus_available(cgroup_root), by_memory, MAX_AUTO_WORKERS))
 
 
-def cpus_available() -> int:
+def cpus_available(cgroup_root: str = CGROUP_ROOT) -> int:
     """CPUs this process may run on, less where a cgroup CPU quota allows fewer (as Go 1.25
     sizes GOMAXPROCS)."""
     try:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         count = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
+    quota = _cgroup_cpu_quota(cgroup_root)
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
 
 
-def _cgroup_cpu_quota() -> float | None:
+def _cgroup_cpu_quota(root: str) -> float | None:
     """CPUs' worth of time the cgroup may use (cgroup v2 `cpu.max`, or v1's CFS files)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/sys/fs/cgroup/cpu.max") as file:
-            quota, period = file.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    with contextlib.suppress(OSError, ValueError):
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as file:
-            quota_us = int(file.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as file:
-            period_us = int(file.read())
-        return None if quota_us <= 0 else quota_us / period_us
-    return None
+    v2 = _read_words(f"{root}/cpu.max")
+    if v2 is not None:
+        return None if v2[0] == "max" else int(v2[0]) / int(v2[1])
+    quota = _read_words(f"{root}/cpu/cpu.cfs_quota_us")
+    period = _read_words(f"{root}/cpu/cpu.cfs_period_us")
+    if quota is None or period is None or int(quota[0]) <= 0:
+        return None
+    return int(quota[0]) / int(period[0])
+
+
+def _cgroup_memory_limit(root: str) -> int | None:
+    """Bytes the cgroup may use (cgroup v2 `memory.max`, or v1's limit; None: no limit)."""
+    v2 = _read_words(f"{root}/memory.max")
+    if v2 is not None:
+        return None if v2[0] == "max" else int(v2[0])
+    v1 = _read_words(f"{root}/memory/memory.limit_in_bytes")
+    if v1 is None or int(v1[0]) >= 1 << 60:  # v1 writes "no limit" as a huge number
+        return None
+    return int(v1[0])
+
+
+def _read_words(path: str) -> list[str] | None:
+    """A small kernel file's words; None if it is absent, unreadable or not numbers."""
+    try:
+        with open(path) as file:
+            words = file.read().split()
+    except OSError:
+        return None
+    if not words or not all(word == "max" or word.isdigit() for word in words):
+        return None
+    return words
 
 
 class _Worker:
