@@ -43,7 +43,7 @@ class PrimaryLink:
                     import json  # only http mode's scrapes pay for it
 
                     snapshot = json.dumps(self._snapshot(), separators=(",", ":"))
-                    writer.write(f"metrics {snapshot}\n".encode())
+                    writer.write(f"metrics {argument} {snapshot}\n".encode())
         except OSError:
             pass
         finally:

@@ -18,8 +18,10 @@ socket and proxy to the same upstream. They share what must be one:
 Workers run in sessions of their own, so a terminal's Ctrl-C reaches only the primary, which
 then drains them. A worker whose control socket closes (the primary died) stops at once.
 
-The control socket carries lines. To a worker: `ready`, `fail <reason>`, `metrics`. From a
-worker: `metrics <json>`, only in answer to `metrics`.
+The control socket carries lines. To a worker: `ready`, `fail <reason>`, `metrics <n>`. From
+a worker: first `listening` (or `failed`: it could not open the port), then `metrics <n> <json>`
+in answer to `metrics <n>` (the number pairs an answer that came after its scrape gave up
+with that scrape, not the next).
 """
 
 from __future__ import annotations
@@ -128,10 +130,12 @@ class _Worker:
         self.writer: asyncio.StreamWriter | None = None
         self.asking = asyncio.Lock()  # one scrape's question and answer at a time
         self.listening: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._hearing: asyncio.Task[None] | None = None
+        self._questions = 0
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_unix_connection(sock=self.control)
-        asyncio.get_running_loop().create_task(self._hear_listening(self.reader))
+        self._hearing = asyncio.get_running_loop().create_task(self._hear_listening(self.reader))
 
     async def _hear_listening(self, reader: asyncio.StreamReader) -> None:
         """The worker's first line: `listening` once it accepts on the port (or `failed`)."""
@@ -148,17 +152,21 @@ class _Worker:
         if self.reader is None or not self.listening.done():
             return None
         async with self.asking:
-            self.tell("metrics")
+            self._questions += 1
+            asked = b"metrics %d " % self._questions
+            self.tell(asked[:-1].decode())
             try:
                 async with asyncio.timeout(SNAPSHOT_TIMEOUT):
                     line = await self.reader.readline()
+                    while line and not line.startswith(asked):  # an earlier scrape's answer
+                        line = await self.reader.readline()
             except (TimeoutError, OSError):
                 return None
-        if not line.startswith(b"metrics "):
+        if not line:
             return None
         import json  # only http mode's scrapes pay for it
 
-        snapshot: Snapshot = json.loads(line[len(b"metrics ") :])
+        snapshot: Snapshot = json.loads(line[len(asked) :])
         return snapshot
 
     def close(self) -> None:

@@ -177,6 +177,26 @@ def test_metrics_add_up_the_requests_and_in_flight_of_every_process(
     assert 'http_requests_total{code="200",method="get"} 36.0' in watchdog.metrics()
 
 
+def test_a_worker_that_answers_a_scrape_late_is_counted_right_at_the_next(
+    start_workers: Callable[..., tuple[Watchdog, int]],
+) -> None:
+    watchdog, _ = start_workers(http_workers=2)
+    (worker,) = workers_of(watchdog)
+    for _ in range(10):
+        assert watchdog.request("GET", "/whole")[0] == 200
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        watchdog.metrics()  # the worker is left out after a second
+        assert time.monotonic() - began < 3
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    # Its late answer must not pass for the answer to the next scrape.
+    for _ in range(20):  # on connections of their own: some reach the worker
+        assert watchdog.request("GET", "/whole")[0] == 200
+    assert 'http_requests_total{code="200",method="get"} 30.0' in watchdog.metrics()
+
+
 def test_no_process_is_healthy_before_the_upstream_and_early_requests_wait_for_it(
     start_workers: Callable[..., tuple[Watchdog, int]],
 ) -> None:
