@@ -233,6 +233,14 @@ class Watchdog:
         return self.process.wait(timeout)
 
 
+def health(watchdog: Watchdog) -> int:
+    """The status of GET /_/health (0: no answer)."""
+    try:
+        return watchdog.request("GET", "/_/health", timeout=2)[0]
+    except OSError:
+        return 0
+
+
 def start_watchdog(
     tmp_path: Path, wait: bool = True, command_prefix: tuple[str, ...] = (), **settings: str
 ) -> Watchdog:

@@ -21,6 +21,7 @@ import pytest
 from conftest import (
     Watchdog,
     function,
+    health,
     http_mode_settings,
     process_gone,
     read_until,
@@ -36,13 +37,6 @@ INTERNAL = "of-watchdog"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def health(watchdog: Watchdog) -> int:
-    try:
-        return watchdog.request("GET", "/_/health", timeout=2)[0]
-    except OSError:
-        return 0
 
 
 def end_child(watchdog: Watchdog) -> None:

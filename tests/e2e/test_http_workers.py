@@ -21,6 +21,7 @@ import pytest
 from conftest import (
     Watchdog,
     children_of,
+    health,
     http_mode_settings,
     process_gone,
     read_until,
@@ -32,13 +33,6 @@ Factory = Callable[..., Watchdog]
 REQUEST_LINE = re.compile(
     r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d GET /\S+ - \d{3} - ContentLength: \S+ \(\d+\.\d{4}s\)"
 )
-
-
-def health(watchdog: Watchdog) -> int:
-    try:
-        return watchdog.request("GET", "/_/health", timeout=2)[0]
-    except OSError:
-        return 0
 
 
 def child_of(watchdog: Watchdog) -> int:
