@@ -14,6 +14,8 @@ from typing import Protocol, cast
 
 import httptools
 
+from fwatchdog.write_batch import WriteBatch
+
 # Idle connections kept for reuse; Go's transport keeps 100 per host.
 MAX_IDLE = 100
 # An idle connection older than this is closed: servers drop idle keep-alive connections
@@ -71,6 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one request at a time."""
 
     __slots__ = (
+        "_deferred",
         "_drain_waiter",
         "_fresh_parser",
         "_headers",
@@ -111,6 +114,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._leftover = b""
         self._lost = False
         self.transport: asyncio.Transport | None = None
+        # Bytes held for the end of the loop's turn (`write_soon`); None: nothing held.
+        self._deferred: list[bytes] | None = None
         # Per request: any byte of the response arrived; the request body was all written.
         self.received = False
         self.body_complete = True
@@ -147,12 +152,32 @@ class UpstreamConnection(asyncio.Protocol):
         return self._writable
 
     def write(self, data: bytes) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self.transport is not None and not self.closed:
             self.transport.writelines(parts)
+
+    def write_soon(self, data: bytes, batch: WriteBatch) -> None:
+        """Write `data` at the end of the loop's turn, with the other writes of `batch`; any
+        later write or close of this connection goes after it."""
+        if self.transport is None or self.closed:
+            return
+        if self._deferred is None:
+            self._deferred = [data]
+            batch.add(self)
+        else:
+            self._deferred.append(data)
+
+    def flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred and self.transport is not None and not self.closed:
+            self.transport.writelines(deferred)
 
     async def drain(self) -> None:
         """Wait until the upstream takes more body bytes (or the connection ends)."""
@@ -176,11 +201,14 @@ class UpstreamConnection(asyncio.Protocol):
         """Drop the connection at once (a request that cannot be finished on it)."""
         self._sink = None
         self._take_whole = None
+        self._deferred = None
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
     def close(self) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         self.closed = True
         if self.transport is not None:
             self.transport.close()

@@ -411,6 +411,20 @@ def test_pipelined_requests_on_both_paths_are_answered_in_order(shared: Watchdog
     assert first < sleep < health < fourth
 
 
+def test_a_request_sent_while_a_relayed_one_is_in_flight_is_answered_after_it(
+    shared: Watchdog,
+) -> None:
+    """The whole lane's answer is written at the end of the loop's turn (WriteBatch); a probe
+    that arrived while it was in flight is answered after it."""
+    with raw_connection(shared) as sock:
+        sock.sendall(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        shared.wait_for_log("sleeping 0.3")
+        sock.sendall(b"GET /_/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = read_until(sock, b"\r\n\r\nOK")
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.index(b"slept\n") < received.index(b"\r\n\r\nOK")
+
+
 def test_head_gets_the_headers_only_and_the_pooled_connection_stays_usable(
     shared: Watchdog,
 ) -> None:

@@ -30,6 +30,7 @@ from fwatchdog.http.request import (
     split_target,
 )
 from fwatchdog.http.response import Response
+from fwatchdog.write_batch import WriteBatch
 
 Handler = Callable[[Request, Response], Awaitable[None]]
 # A handler may also have `answer_now(request, response) -> bool`, for a request whose body has
@@ -129,6 +130,8 @@ class HttpConnection(asyncio.Protocol):
         self._on_error = on_error
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        # Bytes held for the end of the loop's turn (`write_soon`); None: nothing held.
+        self._deferred: list[bytes] | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -477,6 +480,8 @@ class HttpConnection(asyncio.Protocol):
             self.update_reading()
 
     def send_continue(self) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self._transport is not None and not self._closed:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -496,6 +501,8 @@ class HttpConnection(asyncio.Protocol):
             raise RuntimeError("switch_protocols: not an upgrade request on an open connection")
         self._cancel_timers()
         self._state.connections.discard(self)  # no longer an HTTP connection to drain
+        if self._deferred is not None:
+            self.flush_deferred()
         transport.write(head)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -515,12 +522,32 @@ class HttpConnection(asyncio.Protocol):
         return self._writable and not self._closed
 
     def write(self, data: bytes) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self._transport is not None and not self._closed:
             self._transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self._transport is not None and not self._closed:
             self._transport.writelines(parts)
+
+    def write_soon(self, data: bytes, batch: WriteBatch) -> None:
+        """Write `data` at the end of the loop's turn, with the other writes of `batch`; any
+        later write or close of this connection goes after it."""
+        if self._transport is None or self._closed:
+            return
+        if self._deferred is None:
+            self._deferred = [data]
+            batch.add(self)
+        else:
+            self._deferred.append(data)
+
+    def flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, None
+        if deferred and self._transport is not None and not self._closed:
+            self._transport.writelines(deferred)
 
     async def drain(self) -> None:
         if self._closed:
@@ -536,6 +563,8 @@ class HttpConnection(asyncio.Protocol):
     async def lend_socket(self) -> int:
         """A duplicate of the socket for direct writes (sendfile, splice), once everything
         written through the transport has left, so that bytes keep their order."""
+        if self._deferred is not None:
+            self.flush_deferred()
         transport = self._transport
         while True:
             if transport is None or self._closed:
@@ -550,6 +579,8 @@ class HttpConnection(asyncio.Protocol):
     def borrow_socket(self) -> int | None:
         """A duplicate of the socket for direct writes (sendfile) now, or None while the
         transport still holds bytes to send, which must go first."""
+        if self._deferred is not None:
+            self.flush_deferred()
         transport = self._transport
         if transport is None or self._closed or transport.get_write_buffer_size():
             return None
@@ -684,6 +715,8 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        if self._deferred is not None:
+            self.flush_deferred()
         if self._transport is not None and not self._closed:
             self._closed = True
             self._cancel_timers()
@@ -691,5 +724,6 @@ class HttpConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once (a response that can no longer be completed)."""
+        self._deferred = None
         if self._transport is not None:
             self._transport.abort()

@@ -52,6 +52,7 @@ from fwatchdog.upstream import (
     accepts_connections,
     encode_chunk,
 )
+from fwatchdog.write_batch import WriteBatch
 
 # Readiness polling: first retry after this, doubling up to the cap; a log line this often.
 READY_POLL_FIRST = 0.005
@@ -140,6 +141,8 @@ class HttpMode:
         self._loop = loop
         self._pool = UpstreamPool(self._host, self._port)
         self._passthrough = ResponsePassthrough()
+        # The whole lane's writes, made together at the end of the loop's turn.
+        self._writes = WriteBatch(loop)
         # Request bytes answer_whole passed on -> what they parsed to (answer_known).
         self._known: Recent[_PassedRequest] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
         self._deadlines = Deadlines()
@@ -904,7 +907,7 @@ class _Relay:
     def send_on(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
         upstream.begin(self, False, self.take_whole)
-        upstream.write(self.raw)
+        upstream.write_soon(self.raw, self._mode._writes)
 
     def take_whole(self, data: bytes) -> bool | None:
         passed = self._mode._passthrough.pass_on(data)
@@ -924,7 +927,7 @@ class _Relay:
         self._mode._deadlines.discard(self)
         conn = self._conn
         seconds = time.perf_counter() - self.started
-        conn.write(passed.message(_duration_field(seconds)))
+        conn.write_soon(passed.message(_duration_field(seconds)), self._mode._writes)
         self._ledger.leave(self.request.line, passed.status, passed.body_length, seconds)
         conn.release()
 
