@@ -9,6 +9,7 @@ client's pace. Anything that must not be served is a plain 404, whatever the rea
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from fwatchdog.modes.static_paths import (
 )
 from fwatchdog.modes.static_sender import FileSender
 from fwatchdog.recent import Recent
+from fwatchdog.write_batch import WriteBatch
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
@@ -76,6 +78,8 @@ class StaticMode:
         # answer them again: the request's log line and its file's cache key.
         self._known: Recent[tuple[RequestLine, str]] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
         self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
+        # The whole lane's answers, written together at the end of the loop's turn.
+        self._writes = WriteBatch(asyncio.get_running_loop())
 
     async def start(self) -> None:
         try:
@@ -110,7 +114,7 @@ class StaticMode:
         line = ledger.line_of(method, target, headers)
         if cached.body is None and method != "HEAD":
             return self._send_large(conn, cached, ledger, line)
-        size = _send_from_memory(conn, cached, method)
+        size = _send_from_memory(conn, cached, method, self._writes)
         ledger.record(line, 200, size, time.perf_counter() - started)
         self._known.remember(raw, (line, key))
         return True
@@ -126,7 +130,7 @@ class StaticMode:
         cached = self._cache.get(key)
         if cached is None or cached.body is None:
             return False
-        size = _send_from_memory(conn, cached, line.method)
+        size = _send_from_memory(conn, cached, line.method, self._writes)
         ledger.record(line, 200, size, time.perf_counter() - started)
         return True
 
@@ -308,12 +312,15 @@ class StaticMode:
         await outcome.send_from_file(response, opened.fd)
 
 
-def _send_from_memory(conn: HttpConnection, cached: CachedFile, method: str) -> int:
-    """A cached file's 200 in one write (its head alone for HEAD); the body bytes sent."""
+def _send_from_memory(
+    conn: HttpConnection, cached: CachedFile, method: str, batch: WriteBatch
+) -> int:
+    """A cached file's 200 in one write at the end of the loop's turn (its head alone for
+    HEAD); the body bytes sent."""
     if method == "HEAD" or cached.body is None:
-        conn.write(cached.head_200 + date_line_ending_head())
+        conn.write_soon(cached.head_200 + date_line_ending_head(), batch)
         return 0
-    conn.write(b"".join((cached.head_200, date_line_ending_head(), cached.body)))
+    conn.write_soon(b"".join((cached.head_200, date_line_ending_head(), cached.body)), batch)
     return len(cached.body)
 
 
