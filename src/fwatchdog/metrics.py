@@ -55,13 +55,15 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         """This process's counters as plain data, for the primary's scrape (`add_peers`)."""
-        return {
-            "in_flight": self._in_flight(),
-            "series": [
-                [code, method, series.count, series.sum, series.buckets]
-                for (code, method), series in self._series.items()
-            ],
-        }
+        return {"in_flight": self._in_flight(), "series": self._rows()}
+
+    def _rows(self) -> list[list[Any]]:
+        """Each series as [code, method, count, sum, buckets]: a snapshot's, and a scrape's
+        own beside its peers'."""
+        return [
+            [code, method, series.count, series.sum, series.buckets]
+            for (code, method), series in self._series.items()
+        ]
 
     def _all_series(self) -> tuple[dict[tuple[str, str], _Series], int]:
         """This process's series and in-flight count, plus its peers' from this scrape."""
@@ -69,10 +71,7 @@ class Metrics:
             return self._series, self._in_flight()
         merged: dict[tuple[str, str], _Series] = {}
         in_flight = self._in_flight()
-        own = [
-            [code, method, s.count, s.sum, s.buckets] for (code, method), s in self._series.items()
-        ]
-        for rows in [own, *(peer["series"] for peer in self._peer_snapshots)]:
+        for rows in [self._rows(), *(peer["series"] for peer in self._peer_snapshots)]:
             for code, method, count, total, buckets in rows:
                 series = merged.get((code, method))
                 if series is None:
