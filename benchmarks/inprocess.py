@@ -25,11 +25,11 @@ from typing import Any
 import httptools
 import uvloop
 
-from fwatchdog.config import Config
 from fwatchdog.http.connection import HttpConnection, Limits, ServerState
-from fwatchdog.logs import Log
-from fwatchdog.metrics import Metrics
-from fwatchdog.routes import Health, Router
+from fwatchdog.router import Health, Router
+from fwatchdog.settings.config import Config
+from fwatchdog.telemetry.logs import Log
+from fwatchdog.telemetry.metrics import Metrics
 
 GET = b"GET /one.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"  # as wrk sends it
 POST = (
@@ -113,7 +113,7 @@ def _connection(config: Config, mode: Any, log: Log) -> tuple[HttpConnection, Co
 
 
 async def _static_lane(log: Log, root: Path) -> Callable[[], None]:
-    from fwatchdog.modes.static import StaticMode
+    from fwatchdog.modes.static.mode import StaticMode
 
     (root / "one.bin").write_bytes(bytes(range(256)) * 4)
     config = Config(mode="static", static_path=str(root), suppress_lock=True)
@@ -126,8 +126,8 @@ async def _static_lane(log: Log, root: Path) -> Callable[[], None]:
 
 
 async def _http_lane(log: Log) -> Callable[[], None]:
-    from fwatchdog.modes.http_proxy import HttpMode
-    from fwatchdog.upstream import UpstreamConnection
+    from fwatchdog.modes.proxy.mode import HttpMode
+    from fwatchdog.upstream.client import UpstreamConnection
 
     config = Config(
         mode="http",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fwatchdog.logs import FLUSH_GAP
+from fwatchdog.telemetry.logs import FLUSH_GAP
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = Path(__file__).resolve().parent / "functions"

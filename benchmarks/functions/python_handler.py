@@ -1,7 +1,7 @@
 """One Python handler, run either way: per request (serializing) or long-lived (afterburn).
 
     python_handler.py once <loops>        read the body on stdin, answer on stdout, exit
-    python_handler.py afterburn <loops>   fwatchdog.afterburn.serve: one process, many requests
+    python_handler.py afterburn <loops>   fwatchdog.function.serve: one process, many requests
 
 `loops` is CPU work per request (a sum of squares; 0 for a hello-world handler).
 """
@@ -21,7 +21,7 @@ def main() -> None:
     if how == "once":
         sys.stdout.buffer.write(handle(sys.stdin.buffer.read(), loops))
         return
-    from fwatchdog.afterburn import serve
+    from fwatchdog.function import serve
 
     serve(lambda request: handle(request.body, loops))
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fwatchdog import __version__
-from fwatchdog.config import SETTINGS, ConfigError, load_config, lock_file_path
-from fwatchdog.logs import Log
+from fwatchdog.settings.config import SETTINGS, ConfigError, load_config, lock_file_path
+from fwatchdog.telemetry.logs import Log
 
 if TYPE_CHECKING:
     import argparse
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     log = Log(json_format=config.log_format == "json")
 
     # Imported here so --version, --run-healthcheck and config errors stay quick.
-    from fwatchdog.event_loop import load_without_openssl
+    from fwatchdog.runtime.event_loop import load_without_openssl
 
     load_without_openssl()
-    from fwatchdog.server import run
-    from fwatchdog.workers import WORKER_ENV
+    from fwatchdog.runtime.server import run
+    from fwatchdog.runtime.workers import WORKER_ENV
 
     # A worker process of http mode (workers.py), with its control socket to the primary.
     control_fd = os.environ.pop(WORKER_ENV, "") if environ is os.environ else ""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fwatchdog import __version__
-from fwatchdog.config import SETTINGS
+from fwatchdog.settings.config import SETTINGS
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

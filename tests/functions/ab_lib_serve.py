@@ -1,8 +1,8 @@
-"""An afterburn function on fwatchdog.afterburn.serve: one handler, several kinds of answer."""
+"""An afterburn function on fwatchdog.function.serve: one handler, several kinds of answer."""
 
 import os
 
-from fwatchdog.afterburn import Request, Response, serve
+from fwatchdog.function import Request, Response, serve
 
 
 def handle(request: Request) -> object:

@@ -1,8 +1,8 @@
-"""An afterburn function on fwatchdog.afterburn.serve_wsgi: a small Flask app."""
+"""An afterburn function on fwatchdog.function.serve_wsgi: a small Flask app."""
 
 from flask import Flask, Response, request, stream_with_context
 
-from fwatchdog.afterburn import serve_wsgi
+from fwatchdog.function import serve_wsgi
 
 app = Flask(__name__)
 

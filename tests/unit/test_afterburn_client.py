@@ -1,4 +1,4 @@
-"""fwatchdog.afterburn, the client library, on byte streams: no watchdog needed."""
+"""fwatchdog.function, the client library, on byte streams: no watchdog needed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import subprocess
 import sys
 
-from fwatchdog.afterburn import Response, serve, serve_wsgi
+from fwatchdog.function import Response, serve, serve_wsgi
 
 
 def run(handler, data: bytes) -> bytes:
@@ -81,8 +81,8 @@ def test_client_wsgi_app_without_length_is_chunked():
 
 def test_client_library_does_not_import_the_server_side():
     code = (
-        "import sys, fwatchdog.afterburn; "
-        "bad = [m for m in ('uvloop', 'httptools', 'fwatchdog.server', 'fwatchdog.http') "
+        "import sys, fwatchdog.function; "
+        "bad = [m for m in ('uvloop', 'httptools', 'fwatchdog.runtime.server', 'fwatchdog.http') "
         "if m in sys.modules]; print(bad)"
     )
     result = subprocess.run(

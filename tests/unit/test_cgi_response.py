@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fwatchdog.cgi_response import (
+from fwatchdog.modes.forking.cgi_response import (
     HEADER_BLOCK_LIMIT,
     CgiHead,
     CgiHeaderError,

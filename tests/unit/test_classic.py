@@ -6,8 +6,8 @@ import base64
 import json
 import os
 
-from fwatchdog.classic import MarshalledRequest
 from fwatchdog.http.request import Request, RequestBody
+from fwatchdog.modes.forking.classic import MarshalledRequest
 
 
 class _NoControl:

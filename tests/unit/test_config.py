@@ -4,7 +4,7 @@ from dataclasses import fields, replace
 
 import pytest
 
-from fwatchdog.config import (
+from fwatchdog.settings.config import (
     SETTINGS,
     Config,
     ConfigError,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from fwatchdog.deadlines import Deadlines
+from fwatchdog.runtime.deadlines import Deadlines
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fwatchdog.durations import format_duration, parse_duration
+from fwatchdog.settings.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 SCRIPT = """
 import sys
-from fwatchdog.event_loop import load_without_openssl
+from fwatchdog.runtime.event_loop import load_without_openssl
 load_without_openssl()
 assert "_ssl" not in sys.modules and "ssl" not in sys.modules, "OpenSSL was loaded"
 import asyncio, uvloop
@@ -54,7 +54,7 @@ def test_nothing_changes_once_asyncio_is_loaded() -> None:
     """In a process that already has asyncio (and so the real ssl), there is nothing to do."""
     import asyncio  # noqa: F401
 
-    from fwatchdog.event_loop import load_without_openssl
+    from fwatchdog.runtime.event_loop import load_without_openssl
 
     before = sys.modules.get("ssl")
     load_without_openssl()

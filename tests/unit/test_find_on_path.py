@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fwatchdog.process import find_on_path
+from fwatchdog.process.spawn import find_on_path
 
 
 def make(path: Path, mode: int) -> Path:

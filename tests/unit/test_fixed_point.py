@@ -2,7 +2,7 @@
 
 import random
 
-from fwatchdog.fixed_point import FixedPoint
+from fwatchdog.telemetry.fixed_point import FixedPoint
 
 
 def test_texts_match_go_style_float_formatting() -> None:

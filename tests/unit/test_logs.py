@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fwatchdog.logs import (
+from fwatchdog.telemetry.logs import (
     FLUSH_GAP,
     FLUSH_LINES,
     TRUNCATED_MARKER,

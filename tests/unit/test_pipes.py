@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fwatchdog.pipes import read_waiting
+from fwatchdog.process.pipes import read_waiting
 
 
 @pytest.fixture

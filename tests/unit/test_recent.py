@@ -1,6 +1,6 @@
 """Recent: the bounded memory of the fast lanes."""
 
-from fwatchdog.recent import Recent
+from fwatchdog.http.recent import Recent
 
 
 def test_recent_keeps_the_newest_entries_with_short_keys() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from fwatchdog.modes.static_cache import RECHECK_SECONDS, CachedFile, FileCache, identity_of
+from fwatchdog.modes.static.cache import RECHECK_SECONDS, CachedFile, FileCache, identity_of
 
 
 def cached(path: Path) -> CachedFile:

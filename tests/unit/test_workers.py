@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fwatchdog.config import Config
-from fwatchdog.metrics import Metrics
-from fwatchdog.workers import (
+from fwatchdog.runtime.workers import (
     MAX_AUTO_WORKERS,
     auto_worker_count,
     cgroup_memory_limit,
     cpus_available,
     worker_count,
 )
+from fwatchdog.settings.config import Config
+from fwatchdog.telemetry.metrics import Metrics
 
 
 def test_one_process_outside_http_mode_and_with_max_inflight() -> None:

@@ -10,7 +10,7 @@ import uvloop
 from fwatchdog.http.connection import HttpConnection, Limits, ServerState
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
-from fwatchdog.write_batch import WriteBatch
+from fwatchdog.http.write_batch import WriteBatch
 
 
 async def _unused_handler(request: Request, response: Response) -> None:

@@ -1,9 +1,9 @@
-"""An afterburn function in Python on fwatchdog.afterburn (standard library only).
+"""An afterburn function in Python on fwatchdog.function (standard library only).
 
 mode=afterburn fprocess="python3 handler.py" afterburn_processes=2 fwatchdog
 """
 
-from fwatchdog.afterburn import Request, Response, serve
+from fwatchdog.function import Request, Response, serve
 
 
 def handle(request: Request) -> object:

@@ -30,7 +30,7 @@ from fwatchdog.http.request import (
     split_target,
 )
 from fwatchdog.http.response import Response
-from fwatchdog.write_batch import WriteBatch
+from fwatchdog.http.write_batch import WriteBatch
 
 Handler = Callable[[Request, Response], Awaitable[None]]
 # A handler may also have `answer_now(request, response) -> bool`, for a request whose body has

@@ -14,7 +14,7 @@ from __future__ import annotations
 import httptools
 
 from fwatchdog.http.dates import date_line_ending_head
-from fwatchdog.recent import Recent
+from fwatchdog.http.recent import Recent
 
 HEAD_END = b"\r\n\r\n"
 

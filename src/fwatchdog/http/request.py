@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from fwatchdog.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
+from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024

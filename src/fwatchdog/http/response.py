@@ -16,7 +16,7 @@ from typing import Protocol
 
 from fwatchdog.http.dates import date_line_ending_head
 from fwatchdog.http.request import ClientDisconnectedError
-from fwatchdog.pipes import wait_writable
+from fwatchdog.process.pipes import wait_writable
 
 NO_BODY_STATUSES = frozenset({204, 304})
 # sendfile(2) refuses some files (some file systems, special files): copy those instead.

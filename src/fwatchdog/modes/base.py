@@ -8,7 +8,7 @@ from typing import Protocol
 from fwatchdog.http.connection import AnswerNow, HttpConnection
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
-from fwatchdog.logs import RequestLine
+from fwatchdog.telemetry.logs import RequestLine
 
 
 class Ledger(Protocol):

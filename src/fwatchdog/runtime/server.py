@@ -14,17 +14,17 @@ import time
 
 import uvloop
 
-from fwatchdog.config import Config
-from fwatchdog.durations import format_duration
-from fwatchdog.errors import StartupError
 from fwatchdog.http.connection import Handler, HttpConnection, Limits, ServerState
-from fwatchdog.logs import Log
-from fwatchdog.metrics import Metrics
 from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
-from fwatchdog.primary_link import PRIMARY_GONE, PrimaryLink
-from fwatchdog.routes import Health, Router
-from fwatchdog.workers import Workers, worker_count
+from fwatchdog.router import Health, Router
+from fwatchdog.runtime.primary_link import PRIMARY_GONE, PrimaryLink
+from fwatchdog.runtime.workers import Workers, worker_count
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.durations import format_duration
+from fwatchdog.settings.errors import StartupError
+from fwatchdog.telemetry.logs import Log
+from fwatchdog.telemetry.metrics import Metrics
 
 BACKLOG = 1024
 # After a mode failed, how long requests in flight get to write their error responses.

@@ -14,17 +14,15 @@ import os
 import time
 from dataclasses import dataclass
 
-from fwatchdog.config import Config
-from fwatchdog.deadlines import Deadlines
-from fwatchdog.errors import StartupError
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.dates import date_line_ending_head
+from fwatchdog.http.recent import Recent
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response, prepared_head
-from fwatchdog.logs import Log, RequestLine
+from fwatchdog.http.write_batch import WriteBatch
 from fwatchdog.modes.base import Ledger
-from fwatchdog.modes.static_cache import CachedFile, FileCache, FileFacts, identity_of
-from fwatchdog.modes.static_headers import (
+from fwatchdog.modes.static.cache import CachedFile, FileCache, FileFacts, identity_of
+from fwatchdog.modes.static.headers import (
     TEXT_HTML,
     Conditions,
     Unsatisfiable,
@@ -37,8 +35,8 @@ from fwatchdog.modes.static_headers import (
     requested_ranges,
     sniff_content_type,
 )
-from fwatchdog.modes.static_listing import directory_listing
-from fwatchdog.modes.static_paths import (
+from fwatchdog.modes.static.listing import directory_listing
+from fwatchdog.modes.static.paths import (
     INDEX_NAME,
     Forbidden,
     OpenedFile,
@@ -48,9 +46,11 @@ from fwatchdog.modes.static_paths import (
     parse_url_path,
     raw_path_of,
 )
-from fwatchdog.modes.static_sender import FileSender
-from fwatchdog.recent import Recent
-from fwatchdog.write_batch import WriteBatch
+from fwatchdog.modes.static.sender import FileSender
+from fwatchdog.runtime.deadlines import Deadlines
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.errors import StartupError
+from fwatchdog.telemetry.logs import Log, RequestLine
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"

@@ -17,10 +17,10 @@ import httptools
 
 from fwatchdog.http.request import ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log
-from fwatchdog.pipes import PipeReader, PipeWriter
-from fwatchdog.process import FunctionProcess, Program, describe_exit, forward_to_log
-from fwatchdog.upstream import delimited_by_eof
+from fwatchdog.process.pipes import PipeReader, PipeWriter
+from fwatchdog.process.spawn import FunctionProcess, Program, describe_exit, forward_to_log
+from fwatchdog.telemetry.logs import Log
+from fwatchdog.upstream.client import delimited_by_eof
 
 # Hop-by-hop fields (RFC 9110 7.6.1): never forwarded in either direction. Towards the function
 # we also write the framing ourselves (always a `Content-Length`) and answer 100-continue.

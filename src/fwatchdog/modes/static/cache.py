@@ -25,7 +25,7 @@ import select
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from fwatchdog.modes.static_headers import Validators
+from fwatchdog.modes.static.headers import Validators
 
 CACHE_BYTES = 64 * 1024 * 1024
 CACHE_ENTRIES = 4096

@@ -5,7 +5,7 @@ as an HTTP/1.1 message with a Content-Length; the answer goes back on stdout as 
 response. This module speaks that protocol with the standard library only (it never imports
 the server side), so a function needs nothing else installed::
 
-    from fwatchdog.afterburn import serve
+    from fwatchdog.function import serve
 
     def handle(request):
         return {"hello": request.query.get("name", ["world"])[0]}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 
-from fwatchdog.cgi import canonical_mime_name
 from fwatchdog.http.request import Request
+from fwatchdog.modes.forking.cgi_env import canonical_mime_name
 
 _NOT_IN_HEADER = frozenset({"host", "transfer-encoding"})
 # Go's encoder escapes these for safe embedding in HTML; functions parsing JSON do not care,

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import os
 
-from fwatchdog.config import Config
-from fwatchdog.durations import format_duration
-from fwatchdog.errors import StartupError
 from fwatchdog.http.request import BodyError, Request
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log
-from fwatchdog.modes.afterburn_process import AfterburnProcess, ExchangeError, ProcessExitedError
-from fwatchdog.process import Program, SpawnError
+from fwatchdog.modes.afterburn.process import AfterburnProcess, ExchangeError, ProcessExitedError
+from fwatchdog.process.spawn import Program, SpawnError
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.durations import format_duration
+from fwatchdog.settings.errors import StartupError
+from fwatchdog.telemetry.logs import Log
 
 # After a process's stdout ends, how long its exit status may take to be known.
 EXIT_STATUS_WAIT = 1.0

@@ -14,9 +14,9 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 
-from fwatchdog.logs import Log
-from fwatchdog.pipes import PipeReader
-from fwatchdog.process import FunctionProcess, Program, describe_exit, forward_to_log
+from fwatchdog.process.pipes import PipeReader
+from fwatchdog.process.spawn import FunctionProcess, Program, describe_exit, forward_to_log
+from fwatchdog.telemetry.logs import Log
 
 # After the child exits, how long its last output lines may take to reach the log (a
 # grandchild could hold the pipes open for ever).

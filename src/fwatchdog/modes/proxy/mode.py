@@ -16,18 +16,13 @@ import os
 import time
 from urllib.parse import urlsplit
 
-from fwatchdog.child import LongLivedChild
-from fwatchdog.config import Config
-from fwatchdog.deadlines import Deadlines
-from fwatchdog.durations import format_duration, parse_duration
-from fwatchdog.errors import StartupError
-from fwatchdog.fixed_point import FixedPoint
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.passthrough import (
     HEAD_END,
     PassedResponse,
     ResponsePassthrough,
 )
+from fwatchdog.http.recent import Recent
 from fwatchdog.http.request import (
     BodyError,
     ClientDisconnectedError,
@@ -36,13 +31,18 @@ from fwatchdog.http.request import (
     split_target,
 )
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log, RequestLine
+from fwatchdog.http.write_batch import WriteBatch
 from fwatchdog.modes.base import Ledger
-from fwatchdog.primary_link import PrimaryLink
-from fwatchdog.process import SpawnError, describe_exit
-from fwatchdog.recent import Recent
-from fwatchdog.tunnel import Tunnel
-from fwatchdog.upstream import (
+from fwatchdog.process.child import LongLivedChild
+from fwatchdog.process.spawn import SpawnError, describe_exit
+from fwatchdog.runtime.deadlines import Deadlines
+from fwatchdog.runtime.primary_link import PrimaryLink
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.durations import format_duration, parse_duration
+from fwatchdog.settings.errors import StartupError
+from fwatchdog.telemetry.fixed_point import FixedPoint
+from fwatchdog.telemetry.logs import Log, RequestLine
+from fwatchdog.upstream.client import (
     LAST_CHUNK,
     RawHeaders,
     UpstreamClosedError,
@@ -52,7 +52,7 @@ from fwatchdog.upstream import (
     accepts_connections,
     encode_chunk,
 )
-from fwatchdog.write_batch import WriteBatch
+from fwatchdog.upstream.tunnel import Tunnel
 
 # Readiness polling: first retry after this, doubling up to the cap; a log line this often.
 READY_POLL_FIRST = 0.005

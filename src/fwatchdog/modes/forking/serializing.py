@@ -15,23 +15,23 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fwatchdog.cgi_response import CgiHeaderError, CgiHeaderParser
-from fwatchdog.classic import MarshalledRequest
-from fwatchdog.config import Config
-from fwatchdog.durations import format_duration
 from fwatchdog.http.request import BodyError, ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
-from fwatchdog.logs import LineSplitter, Log
-from fwatchdog.modes.forking import ForkingMode
-from fwatchdog.multipart import Form, FormError, form_settings_apply, read_form
-from fwatchdog.pipes import PipeReader, PipeWriter
-from fwatchdog.process import (
+from fwatchdog.modes.forking.cgi_response import CgiHeaderError, CgiHeaderParser
+from fwatchdog.modes.forking.classic import MarshalledRequest
+from fwatchdog.modes.forking.common import ForkingMode
+from fwatchdog.modes.forking.multipart import Form, FormError, form_settings_apply, read_form
+from fwatchdog.process.pipes import PipeReader, PipeWriter
+from fwatchdog.process.spawn import (
     STDIN_PREFILL_MAX,
     FunctionProcess,
     SpawnError,
     describe_exit,
     forward_to_log,
 )
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.durations import format_duration
+from fwatchdog.telemetry.logs import LineSplitter, Log
 
 
 class SerializingMode(ForkingMode):

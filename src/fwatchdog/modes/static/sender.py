@@ -15,10 +15,10 @@ import os
 import socket
 import time
 
-from fwatchdog.deadlines import Deadlines
 from fwatchdog.http.connection import HttpConnection
-from fwatchdog.logs import RequestLine
 from fwatchdog.modes.base import Ledger
+from fwatchdog.runtime.deadlines import Deadlines
+from fwatchdog.telemetry.logs import RequestLine
 
 
 class FileSender:

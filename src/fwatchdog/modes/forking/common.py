@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fwatchdog.cgi import EnvironmentBuilder
-from fwatchdog.config import Config
-from fwatchdog.deadlines import Deadlines
-from fwatchdog.logs import Log
-from fwatchdog.process import Program, Spawner
+from fwatchdog.modes.forking.cgi_env import EnvironmentBuilder
+from fwatchdog.process.spawn import Program, Spawner
+from fwatchdog.runtime.deadlines import Deadlines
+from fwatchdog.settings.config import Config
+from fwatchdog.telemetry.logs import Log
 
 
 class ForkingMode:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fwatchdog.durations import parse_duration
+from fwatchdog.settings.durations import parse_duration
 
 MODES = ("streaming", "serializing", "afterburn", "http", "static")
 

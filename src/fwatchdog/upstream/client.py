@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from fwatchdog.write_batch import WriteBatch
+from fwatchdog.http.write_batch import WriteBatch
 
 # Idle connections kept for reuse; Go's transport keeps 100 per host.
 MAX_IDLE = 100

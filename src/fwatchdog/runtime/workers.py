@@ -36,9 +36,9 @@ import sys
 import time
 from typing import Any
 
-from fwatchdog.config import Config
-from fwatchdog.logs import Log
-from fwatchdog.process import FunctionProcess, describe_exit
+from fwatchdog.process.spawn import FunctionProcess, describe_exit
+from fwatchdog.settings.config import Config
+from fwatchdog.telemetry.logs import Log
 
 # The environment variable that makes `python -m fwatchdog` a worker: its control socket's fd.
 WORKER_ENV = "FWATCHDOG_WORKER"

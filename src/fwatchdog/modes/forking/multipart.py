@@ -24,8 +24,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fwatchdog.config import Config
     from fwatchdog.http.request import Request
+    from fwatchdog.settings.config import Config
 
 TEXT_FIELD_MAX = 64 * 1024
 FALLBACK_NAME = "upload"

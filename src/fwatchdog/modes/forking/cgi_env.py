@@ -22,8 +22,8 @@ import os
 import socket
 
 from fwatchdog import __version__
-from fwatchdog.config import Config
 from fwatchdog.http.request import Request
+from fwatchdog.settings.config import Config
 
 SERVER_SOFTWARE = f"fwatchdog/{__version__}"
 # Headers that RFC 3875 passes as CONTENT_* only; Transfer-Encoding, because stdin never

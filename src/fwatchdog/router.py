@@ -9,15 +9,15 @@ import os
 import time
 from dataclasses import dataclass
 
-from fwatchdog.config import Config
-from fwatchdog.deadlines import Deadlines
-from fwatchdog.durations import format_duration
 from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
-from fwatchdog.logs import Log, RequestLine
-from fwatchdog.metrics import Metrics
 from fwatchdog.modes.base import Mode, answer_known_of, answer_now_of, answer_whole_of
+from fwatchdog.runtime.deadlines import Deadlines
+from fwatchdog.settings.config import Config
+from fwatchdog.settings.durations import format_duration
+from fwatchdog.telemetry.logs import Log, RequestLine
+from fwatchdog.telemetry.metrics import Metrics
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"

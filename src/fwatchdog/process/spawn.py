@@ -18,8 +18,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from fwatchdog.logs import LineSplitter, Log
-from fwatchdog.pipes import PipeReader, enlarge_pipe
+from fwatchdog.process.pipes import PipeReader, enlarge_pipe
+from fwatchdog.telemetry.logs import LineSplitter, Log
 
 PR_SET_PDEATHSIG = 1
 STDIN_PREFILL_MAX = 64 * 1024  # a new pipe holds 64 KiB: writing this much never blocks

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from fwatchdog.fixed_point import FixedPoint
+from fwatchdog.telemetry.fixed_point import FixedPoint
 
 if TYPE_CHECKING:
     import asyncio  # the command loads it without OpenSSL, after the settings (event_loop.py)

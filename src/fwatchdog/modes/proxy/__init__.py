@@ -1,0 +1,1 @@
+"""http mode: a reverse proxy to the function's own long-lived HTTP server."""

@@ -1,0 +1,1 @@
+"""Static mode: files under static_path, with a cache watched by inotify."""

@@ -1,0 +1,1 @@
+"""Settings: the environment read once into one checked Config, and Go durations."""

@@ -1,0 +1,1 @@
+"""What the watchdog tells operators: the log and the Prometheus metrics."""
