@@ -62,3 +62,39 @@ def test_no_deadline_when_seconds_is_zero() -> None:
         return await deadlines.within(asyncio.sleep(0.05, result="slow but fine"), 0)
 
     assert run(main) == "slow but fine"
+
+
+class _Rearming:
+    """A cancellable whose cancel() adds a fresh deadline, as a promoted exchange does."""
+
+    def __init__(self, deadlines: Deadlines, generations: int) -> None:
+        self.deadlines = deadlines
+        self.generations = generations
+
+    def cancel(self) -> None:
+        if self.generations:
+            self.deadlines.add(_Rearming(self.deadlines, self.generations - 1), 0.0)
+
+
+class _CountingDeadlines(Deadlines):
+    """Deadlines that count their checks."""
+
+    checks = 0
+
+    def _check(self) -> None:
+        self.checks += 1
+        super()._check()
+
+
+def test_a_cancel_that_adds_a_deadline_does_not_start_a_second_timer_chain() -> None:
+    async def main() -> int:
+        deadlines = _CountingDeadlines(tick=0.01)
+        for _ in range(5):
+            deadlines.add(_Rearming(deadlines, 3), 0.0)
+        deadlines.add(asyncio.ensure_future(asyncio.sleep(5)), 10.0)  # keeps the timer running
+        await asyncio.sleep(0.5)
+        return deadlines.checks
+
+    # One chain ticks about 50 times in 0.5 s; each extra chain would add as many.
+    checks = run(main)
+    assert checks < 80, checks

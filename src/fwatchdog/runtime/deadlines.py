@@ -78,6 +78,6 @@ class Deadlines:
         for task in late:
             del pending[task]
             self._expired.add(task)
-            task.cancel()
-        if pending:
+            task.cancel()  # may add a deadline, and with it arm the timer
+        if pending and self._timer is None:
             self._timer = self._loop.call_later(self._tick, self._check)
