@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         except SystemExit as exit_request:  # --help, or a usage error argparse printed
             return exit_request.code if isinstance(exit_request.code, int) else 2
         if args.version:
-            print(f"fwatchdog {__version__}")
+            # Go's line, which scripts grep for `Version:`.
+            print(f"Version: {__version__}\tSHA: {_commit()}")
             return 0
         if args.run_healthcheck:
             return _run_healthcheck(environ)
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     # A worker process of http mode (workers.py), with its control socket to the primary.
     control_fd = os.environ.pop(WORKER_ENV, "") if environ is os.environ else ""
     return run(config, log, int(control_fd) if control_fd else None)
+
+
+def _commit() -> str:
+    """The commit built from: FWATCHDOG_GIT_SHA, set by the image build (Dockerfile ARG
+    GIT_SHA); a wheel carries no commit, so "unknown" as Go prints for a plain `go build`."""
+    return os.environ.get("FWATCHDOG_GIT_SHA", "").strip() or "unknown"
 
 
 def _run_healthcheck(environ: Mapping[str, str]) -> int:

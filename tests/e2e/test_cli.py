@@ -25,13 +25,18 @@ def fwatchdog(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_version_prints_name_and_version() -> None:
+def test_version_prints_go_s_line_with_an_unknown_commit() -> None:
     result = fwatchdog("--version")
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
-        f"fwatchdog {__version__}\n",
+        f"Version: {__version__}\tSHA: unknown\n",
         "",
     )
+
+
+def test_version_names_the_commit_the_image_was_built_from() -> None:
+    result = fwatchdog("--version", FWATCHDOG_GIT_SHA="9bdadb1e")
+    assert result.stdout == f"Version: {__version__}\tSHA: 9bdadb1e\n"
 
 
 def test_version_needs_no_settings_even_bad_ones() -> None:
