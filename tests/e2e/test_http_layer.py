@@ -7,108 +7,24 @@ disconnects, and back-pressure that keeps the watchdog's memory bounded whatever
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import Watchdog, function, process_gone, wait_for_pid, wait_until
+from raw_http import Response, ResponseReader, send_ignoring_reset
 
 MiB = 1024 * 1024
 # The watchdog starts at about 30 MiB; streaming any body must not take it much further.
 MEMORY_BOUND_KIB = 60 * 1024
 
 WatchdogFactory = Callable[..., Watchdog]
-
-
-# A small HTTP/1.1 response reader for raw sockets, independent of the server's code.
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]  # lower-cased names; the last value wins
-    body: bytes
-
-
-class ResponseReader:
-    """Parses responses, one after another, from the bytes a socket delivers."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = bytearray()
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(MiB)
-        self.buffer += data
-        return bool(data)
-
-    def _take(self, size: int) -> bytes:
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
-
-    def read_line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            if not self._fill():
-                raise EOFError(f"connection closed inside a line: {bytes(self.buffer)!r}")
-        return self._take(end + 2)[:-2]
-
-    def read_exact(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            if not self._fill():
-                raise EOFError(f"connection closed {size - len(self.buffer)} bytes early")
-        return self._take(size)
-
-    def read_head(self) -> tuple[int, dict[str, str]]:
-        status_line = self.read_line().decode("latin-1")
-        match = re.fullmatch(r"HTTP/1\.[01] (\d{3}) .*", status_line)
-        assert match, f"bad status line {status_line!r}"
-        headers: dict[str, str] = {}
-        while line := self.read_line():
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return int(match.group(1)), headers
-
-    def body_chunks(self, headers: dict[str, str], head_request: bool = False) -> Iterator[bytes]:
-        """The body's bytes as they arrive, framed as the headers say."""
-        if head_request:
-            return
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            while size := int(self.read_line().split(b";")[0], 16):
-                yield self.read_exact(size)
-                assert self.read_line() == b"", "chunk not followed by CRLF"
-            while self.read_line():
-                pass  # trailers
-        elif "content-length" in headers:
-            remaining = int(headers["content-length"])
-            while remaining:
-                if not self.buffer and not self._fill():
-                    raise EOFError(f"connection closed {remaining} bytes early")
-                piece = self._take(min(remaining, len(self.buffer)))
-                remaining -= len(piece)
-                yield piece
-        else:  # the body ends with the connection
-            while self.buffer or self._fill():
-                yield self._take(len(self.buffer))
-
-    def read_response(self, head_request: bool = False) -> RawResponse:
-        status, headers = self.read_head()
-        body = b"".join(self.body_chunks(headers, head_request))
-        return RawResponse(status, headers, body)
-
-    def closed_by_server(self) -> bool:
-        """True when the server closes (or resets) with nothing more to say."""
-        try:
-            return not self.buffer and not self._fill()
-        except ConnectionResetError:
-            return True
 
 
 def connect(watchdog: Watchdog, timeout: float = 5.0) -> socket.socket:
@@ -124,13 +40,7 @@ def post(
     return head.encode() + extra_headers.encode() + b"\r\n" + body
 
 
-def send_ignoring_reset(sock: socket.socket, data: bytes) -> None:
-    """Send what the server takes; it may stop reading and close half-way, which is fine."""
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        sock.sendall(data)
-
-
-def exchange_large(watchdog: Watchdog, data: bytes) -> RawResponse:
+def exchange_large(watchdog: Watchdog, data: bytes) -> Response:
     """Send a request too large for the socket buffers while reading the answer."""
     with connect(watchdog) as sock:
         sender = threading.Thread(target=send_ignoring_reset, args=(sock, data))
@@ -208,13 +118,13 @@ def start_upload(sock: socket.socket, total_mib: int) -> Upload:
 
 def read_echo(reader: ResponseReader) -> tuple[int, int, str]:
     """Status, size and SHA-256 of a response body, without holding it in memory."""
-    status, headers = reader.read_head()
+    head = reader.read_head()
     sha = hashlib.sha256()
     size = 0
-    for piece in reader.body_chunks(headers):
+    for piece in reader.body_chunks(head):
         sha.update(piece)
         size += len(piece)
-    return status, size, sha.hexdigest()
+    return head.status, size, sha.hexdigest()
 
 
 def wait_until_stalled(upload: Upload, timeout: float = 10.0, quiet: float = 1.0) -> None:
@@ -272,10 +182,10 @@ def test_http10_request_without_keep_alive_gets_body_ended_by_close(
     with connect(watchdog) as sock:
         sock.sendall(b"POST / HTTP/1.0\r\nContent-Length: 11\r\n\r\nhello 1.0\r\n")
         reader = ResponseReader(sock)
-        status, headers = reader.read_head()
-        assert status == 200
-        assert "transfer-encoding" not in headers, "HTTP/1.0 has no chunked encoding"
-        assert b"".join(reader.body_chunks(headers)) == b"hello 1.0\r\n"
+        head = reader.read_head()
+        assert head.status == 200
+        assert "transfer-encoding" not in head.headers, "HTTP/1.0 has no chunked encoding"
+        assert b"".join(reader.body_chunks(head)) == b"hello 1.0\r\n"
         assert reader.closed_by_server()
 
 
@@ -290,8 +200,8 @@ def test_pipelined_requests_are_answered_in_order_with_their_own_bodies(
     with connect(watchdog) as sock:
         sock.sendall(b"".join(post(body, path=f"/{n}") for n, body in enumerate(bodies)))
         reader = ResponseReader(sock)
-        for body in bodies:
-            response = reader.read_response()
+        for number, body in enumerate(bodies, 1):
+            response = reader.read_response(more=number < len(bodies))
             assert (response.status, response.body) == (200, body)
         # the connection is still usable after the pipelined batch
         sock.sendall(post(b"after"))
@@ -322,11 +232,11 @@ def test_response_of_unknown_length_is_sent_chunked(watchdog_factory: WatchdogFa
     with connect(watchdog) as sock:
         sock.sendall(post(b""))
         reader = ResponseReader(sock)
-        status, headers = reader.read_head()
-        assert status == 200
-        assert headers.get("transfer-encoding") == "chunked"
-        assert "content-length" not in headers
-        assert b"".join(reader.body_chunks(headers)) == b"first\nsecond\n"
+        head = reader.read_head()
+        assert head.status == 200
+        assert head.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in head.headers
+        assert b"".join(reader.body_chunks(head)) == b"first\nsecond\n"
         assert reader.buffer == b"", "bytes after the terminating chunk"
 
 
@@ -341,8 +251,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(
     with connect(watchdog, timeout=3) as sock:
         sock.sendall(post(b"", "Expect: 100-continue\r\n", content_length=len(body)))
         reader = ResponseReader(sock)
-        interim_status, _ = reader.read_head()
-        assert interim_status == 100
+        assert reader.read_interim().status == 100
         sock.sendall(body)
         response = reader.read_response()
         assert (response.status, response.body) == (200, body)
