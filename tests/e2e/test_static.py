@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Watchdog, free_port, start_watchdog, wait_until
+from raw_http import Response, ResponseReader, read_response
 
 Factory = Callable[..., Watchdog]
 FWATCHDOG = [sys.executable, "-m", "fwatchdog"]
@@ -38,52 +39,12 @@ BIG_SIZE = 3 * 1024 * 1024 + 12345  # larger than the in-memory cache's per-file
 # --- helpers --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]  # lower-cased names; the last value wins
-    body: bytes
-    raw_head: bytes
-
-
-def _read_reply(sock: socket.socket, head_request: bool = False) -> Reply:
-    """The one reply to the one request sent; more than one: `_read_reply_buffered`."""
-    reply, rest = _read_reply_buffered(sock, b"", head_request)
-    assert rest == b"", f"bytes after the reply, which would be lost: {rest!r}"
-    return reply
-
-
-def _read_reply_buffered(
-    sock: socket.socket, data: bytes, head_request: bool = False
-) -> tuple[Reply, bytes]:
-    """One reply, starting with the bytes in `data`; returns it and the bytes after it."""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before the head; got {data!r}")
-        data += chunk
-    raw_head, _, rest = data.partition(b"\r\n\r\n")
-    lines = raw_head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = 0 if head_request or status == 304 else int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        rest += chunk
-    return Reply(status, headers, rest[:length], raw_head), rest[length:]
-
-
 def raw_get(
     watchdog: Watchdog,
     target: str | bytes,
     headers: dict[str, str] | None = None,
     method: str = "GET",
-) -> Reply:
+) -> Response:
     """One request whose target goes on the wire exactly as given."""
     if isinstance(target, str):
         target = target.encode("latin-1")
@@ -92,7 +53,7 @@ def raw_get(
     lines.append(b"Connection: close")
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
-        return _read_reply(sock, head_request=method == "HEAD")
+        return read_response(sock, head_request=method == "HEAD")
 
 
 def write_file(path: Path, data: bytes, mtime: int | None = None) -> Path:
@@ -182,7 +143,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Wat
         watchdog.process.wait(10)
 
 
-def multipart_parts(reply: Reply) -> list[tuple[dict[str, str], bytes]]:
+def multipart_parts(reply: Response) -> list[tuple[dict[str, str], bytes]]:
     """The parts of a multipart/byteranges body, checked to be framed exactly."""
     match = re.fullmatch(r"multipart/byteranges; boundary=(\S+)", reply.headers["content-type"])
     assert match, reply.headers["content-type"]
@@ -248,10 +209,9 @@ def test_static_pipelined_requests_mixing_cached_and_uncached_answers_keep_their
     batch = b"".join(f"GET {path} HTTP/1.1\r\nHost: static.test\r\n\r\n".encode() for path in order)
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(batch)
-        replies, rest = [], b""
-        for _ in order:
-            reply, rest = _read_reply_buffered(sock, rest)
-            replies.append(reply)
+        reader = ResponseReader(sock)
+        replies = [reader.read_response(more=True) for _ in order]
+        assert reader.buffer == b"", "bytes after the last answer"
     assert [reply.status for reply in replies] == [200, 200, 200, 200, 404, 200]
     assert [replies[i].body for i in (0, 3, 5)] == [SMALL_TEXT] * 3
     assert replies[1].body == site.big
@@ -421,15 +381,12 @@ def test_static_head_sends_the_headers_of_get_and_no_body(served: Watchdog) -> N
         get = raw_get(served, path)
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
             sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            received = b""
-            while chunk := sock.recv(65536):
-                received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 ")
-        assert body == b""
-        head_reply = _read_reply_from(head)
+            reader = ResponseReader(sock)
+            head_reply = reader.read_response(head_request=True)
+            assert reader.closed_by_server(), "bytes after the head of a HEAD answer"
+        assert head_reply.status == 200
         for name in ("content-length", "content-type", "last-modified", "etag"):
-            assert head_reply.get(name) == get.headers.get(name), (path, name)
+            assert head_reply.headers.get(name) == get.headers.get(name), (path, name)
 
 
 def test_static_head_keeps_the_connection_for_the_next_request(served: Watchdog) -> None:
@@ -452,14 +409,6 @@ def test_static_head_keeps_the_connection_for_the_next_request(served: Watchdog)
         assert len(local_ports) == 1  # one connection carried all eight
     finally:
         conn.close()
-
-
-def _read_reply_from(raw_head: bytes) -> dict[str, str]:
-    headers = {}
-    for line in raw_head.decode("latin-1").split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return headers
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
@@ -829,9 +778,9 @@ def test_static_cached_file_replaced_or_removed_is_seen(
     assert raw_get(watchdog, "/current/app.css").status == 404
 
 
-def kept_alive_get(sock: socket.socket, target: bytes) -> Reply:
+def kept_alive_get(sock: socket.socket, target: bytes) -> Response:
     sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: static.test\r\n\r\n")
-    return _read_reply(sock)
+    return read_response(sock)
 
 
 def test_static_large_file_rewritten_is_served_new_on_a_kept_alive_connection(
@@ -868,9 +817,9 @@ def test_static_the_same_request_again_gets_the_same_answer_until_the_file_chang
         sock.sendall(b"HEAD /app.js?v=1 HTTP/1.1\r\nHost: static.test\r\n\r\n")
         sock.sendall(b"HEAD /app.js?v=1 HTTP/1.1\r\nHost: static.test\r\n\r\n")
         time.sleep(0.1)  # both answers wait in the socket: one recv may return both
-        first_head, rest = _read_reply_buffered(sock, b"", head_request=True)
-        second_head, rest = _read_reply_buffered(sock, rest, head_request=True)
-        assert rest == b""
+        reader = ResponseReader(sock)
+        first_head = reader.read_response(head_request=True, more=True)
+        second_head = reader.read_response(head_request=True)
         heads = [first_head, second_head]
         write_file(path, b"version = 22;", MTIME + 10)
         changed = kept_alive_get(sock, b"/app.js?v=1")
@@ -911,9 +860,9 @@ def test_static_a_change_is_seen_when_the_request_is_read_before_its_inotify_eve
                 sock.sendall(request)  # sent after it
             finally:
                 watchdog.process.send_signal(signal.SIGCONT)
-            _, rest = _read_reply_buffered(sock, b"")
-            after, rest = _read_reply_buffered(sock, rest)
-            assert rest == b""
+            reader = ResponseReader(sock)
+            reader.read_response(more=True)
+            after = reader.read_response()
             answers.append(after.body)
     assert answers == [b"version = 1;", b"version = 2;", b"version = 3;"]
 
