@@ -17,8 +17,12 @@ from fwatchdog.http.response import Response
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-# prometheus-client's (and Go client's) default histogram buckets.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# The Go client's prometheus.DefBuckets, which the Go of-watchdog's histogram uses, so that
+# dashboards and recording rules made for it find the same buckets (prometheus-client's Python
+# default adds .075, .75 and 7.5).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Each bucket's `le` label as the Go client writes it (strconv 'g', -1: "1", not "1.0").
+_BUCKET_LABELS = (*(format(bound, "g") for bound in BUCKETS), "+Inf")
 
 
 class _Series:
@@ -121,9 +125,9 @@ class Metrics:
             total.add_metric([code, method], series.count)
             cumulative = 0
             buckets = []
-            for bound, count in zip((*BUCKETS, float("inf")), series.buckets, strict=True):
+            for label, count in zip(_BUCKET_LABELS, series.buckets, strict=True):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                buckets.append((label, cumulative))
             duration.add_metric([code, method], buckets, series.sum)
         yield total
         yield duration
