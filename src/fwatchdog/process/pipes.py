@@ -292,3 +292,31 @@ def wait_writable(fd: int, waiter: asyncio.Future[None]) -> None:
 
     loop.add_writer(fd, ready)
     waiter.add_done_callback(lambda _: loop.remove_writer(fd))
+
+
+async def splice_file_into(file_fd: int, offset: int, count: int, writer: PipeWriter) -> bool:
+    """Move `count` bytes of a file from `offset` into the writer's pipe, in the kernel.
+
+    For a spooled request body: no byte passes through Python. Returns False when the pipe's
+    reader went away first (a function may stop reading early; the writer is then broken).
+    """
+    pipe_fd = writer.fd
+    loop = asyncio.get_running_loop()
+    while count > 0 and not writer.closed:
+        try:
+            moved = os.splice(
+                file_fd, pipe_fd, min(count, SPLICE_CHUNK), offset_src=offset, flags=SPLICE_FLAGS
+            )
+        except (BlockingIOError, InterruptedError):
+            waiter: asyncio.Future[None] = loop.create_future()
+            wait_writable(pipe_fd, waiter)
+            await waiter
+            continue
+        except OSError:  # EPIPE: the reader is gone
+            writer.mark_broken()
+            return False
+        if moved == 0:
+            break  # the file is shorter than it was said to be
+        offset += moved
+        count -= moved
+    return not writer.broken
