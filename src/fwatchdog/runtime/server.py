@@ -17,6 +17,7 @@ import uvloop
 from fwatchdog.http.connection import Handler, HttpConnection, Limits, ServerState
 from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
+from fwatchdog.process.reaper import start_reaper
 from fwatchdog.router import Health, Router
 from fwatchdog.runtime.primary_link import PRIMARY_GONE, PrimaryLink
 from fwatchdog.runtime.workers import Workers, worker_count
@@ -137,6 +138,7 @@ class Watchdog:
             f"health: {format_duration(config.healthcheck_interval)}"
         )
         log.info(f"Listening on port: {config.port}")
+        start_reaper()  # orphaned grandchildren: PID 1's duty, or a subreaper's
         self._install_signal_handlers()
         try:
             exit_code = await self._serve_with_workers(
