@@ -64,6 +64,13 @@ class Config:
     multipart: str = "false"
     multipart_max_parts: int = 1000
     multipart_max_fields_size: int = 1024 * 1024
+    jwt_auth: bool = False
+    jwt_auth_local: bool = False
+    jwt_auth_debug: bool = False
+    jwt_auth_issuer_url: str = ""
+    openfaas_name: str = ""
+    openfaas_namespace: str = ""
+    jwt_auth_namespace_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 # --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
@@ -172,6 +179,14 @@ def _upstream_url(text: str) -> str:
 
 def _text(text: str) -> str:
     return text
+
+
+def _issuer_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("//", 1)[1]) == 0:
+        raise ValueError(
+            f"{text!r} is not an http:// or https:// URL; use e.g. http://127.0.0.1:8000"
+        )
+    return text.rstrip("/")
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -384,6 +399,54 @@ SETTINGS: tuple[Setting, ...] = (
         "multipart=true: most bytes all text fields of a form may hold together; past it 413",
         _positive,
     ),
+    # --- jwt_auth: OpenFaaS IAM function tokens (fwatchdog/auth) ---
+    Setting(
+        "jwt_auth",
+        (),
+        "false",
+        "every function request needs an OpenFaaS function token (Authorization: Bearer) "
+        "issued for OPENFAAS_NAMESPACE:OPENFAAS_NAME; 401/403 otherwise",
+        _boolean,
+    ),
+    Setting(
+        "jwt_auth_local",
+        (),
+        "false",
+        "jwt_auth: discover the issuer at http://127.0.0.1:8000, not http://gateway.openfaas:8080",
+        _boolean,
+    ),
+    Setting(
+        "jwt_auth_debug", (), "false", "jwt_auth: log key ids, token issuer and audience", _boolean
+    ),
+    Setting(
+        "jwt_auth_issuer_url",
+        (),
+        "unset",
+        "jwt_auth: where to discover the issuer (<url>/.well-known/openid-configuration), "
+        "overriding jwt_auth_local's choice",
+        _issuer_url,
+    ),
+    Setting(
+        "openfaas_name",
+        ("OPENFAAS_NAME",),
+        "unset",
+        "jwt_auth: the function's name (OpenFaaS sets OPENFAAS_NAME); required with jwt_auth",
+        alias_wins=True,
+    ),
+    Setting(
+        "openfaas_namespace",
+        ("OPENFAAS_NAMESPACE",),
+        "unset",
+        "jwt_auth: the function's namespace (OpenFaaS sets OPENFAAS_NAMESPACE); "
+        "unset: read from jwt_auth_namespace_file",
+        alias_wins=True,
+    ),
+    Setting(
+        "jwt_auth_namespace_file",
+        (),
+        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+        "jwt_auth: the file holding the function's namespace when OPENFAAS_NAMESPACE is unset",
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -424,7 +487,35 @@ def load_config(environ: Mapping[str, str]) -> Config:
     values["lock_path"] = lock_file_path(environ)
 
     _check_together(values, environ)
+    if values["jwt_auth"]:
+        values["openfaas_namespace"] = _function_namespace(values)
     return Config(**values)
+
+
+def _function_namespace(values: Mapping[str, Any]) -> str:
+    """jwt_auth: the function is `<namespace>:<name>` in tokens; without either, Go fails to
+    start, and so do we, naming what is missing."""
+    if not values["openfaas_name"]:
+        raise ConfigError(
+            "OPENFAAS_NAME: not set; jwt_auth=true needs the function's name (OpenFaaS sets it)"
+        )
+    if values["openfaas_namespace"]:
+        return str(values["openfaas_namespace"])
+    path = values["jwt_auth_namespace_file"]
+    try:
+        with open(path, encoding="utf-8") as file:
+            namespace = file.read().strip()
+    except OSError as error:
+        raise ConfigError(
+            f"OPENFAAS_NAMESPACE: not set, and {path} cannot be read ({error.strerror}); "
+            "jwt_auth=true needs the function's namespace"
+        ) from None
+    if not namespace:
+        raise ConfigError(
+            f"OPENFAAS_NAMESPACE: not set, and {path} is empty; "
+            "jwt_auth=true needs the function's namespace"
+        )
+    return namespace
 
 
 def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> None:

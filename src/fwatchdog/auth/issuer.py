@@ -1,0 +1,134 @@
+"""Finding the issuer and fetching its keys: OpenID discovery, then the JWK set.
+
+GET `<authority>/.well-known/openid-configuration` gives `issuer` and `jwks_uri`; GET
+`jwks_uri` gives the keys. The authority is the OpenFaaS gateway (`jwt_auth_local`: the
+loopback address faasd's gateway listens on), or `jwt_auth_issuer_url`, ours, for tests and
+for issuers elsewhere.
+
+The GETs are a small asyncio client on httptools' response parser, not urllib in a thread:
+a fetch that waits on a silent issuer is then cancelled at once when SIGTERM comes, instead
+of holding the process's exit until a thread's timeout. No redirects, no proxy variables
+(the gateway is in the cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+
+GATEWAY_AUTHORITY = "http://gateway.openfaas:8080"
+LOCAL_AUTHORITY = "http://127.0.0.1:8000"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+# Longest one GET may take, connection included (Go's client: 10 s).
+FETCH_TIMEOUT = 10.0
+# Largest document accepted (Go reads at most 1 MiB).
+MAX_DOCUMENT = 1 << 20
+
+
+class IssuerError(Exception):
+    """The issuer could not be reached or answered something we cannot use; one line."""
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What discovery says: the issuer tokens must name (`iss`, `aud`) and where its keys are."""
+
+    issuer: str
+    jwks_uri: str
+
+
+def authority_of(issuer_url: str, local: bool) -> str:
+    """Where discovery starts: `jwt_auth_issuer_url` if set, else Go's choice."""
+    if issuer_url:
+        return issuer_url.rstrip("/")
+    return LOCAL_AUTHORITY if local else GATEWAY_AUTHORITY
+
+
+async def discover(authority: str, timeout: float = FETCH_TIMEOUT) -> Discovery:
+    url = authority + DISCOVERY_PATH
+    document = await fetch_json(url, timeout)
+    issuer = document.get("issuer") if isinstance(document, dict) else None
+    jwks_uri = document.get("jwks_uri") if isinstance(document, dict) else None
+    if not isinstance(issuer, str) or not issuer:
+        raise IssuerError(f"{url}: no issuer in the discovery document")
+    if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("http://", "https://")):
+        raise IssuerError(f"{url}: no http(s) jwks_uri in the discovery document")
+    return Discovery(issuer, jwks_uri)
+
+
+async def fetch_json(url: str, timeout: float = FETCH_TIMEOUT) -> Any:
+    """GET `url` and parse its JSON body; IssuerError naming the URL for anything else."""
+    try:
+        async with asyncio.timeout(timeout):
+            status, body = await _get(url)
+    except TimeoutError:
+        raise IssuerError(f"{url}: no answer within {timeout:g}s") from None
+    except (OSError, httptools.HttpParserError, ValueError) as error:
+        raise IssuerError(f"{url}: {error or type(error).__name__}") from None
+    if status != 200:
+        raise IssuerError(f"{url}: status {status}: {body[:200].decode(errors='replace')!r}")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise IssuerError(f"{url}: the answer is not JSON") from None
+
+
+class _Response:
+    """httptools' callbacks for one response: status, body bytes, done."""
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.done = False
+        self.head_done = False
+        self.framed = False  # Content-Length or chunked; else the body ends at the close
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > MAX_DOCUMENT:
+            raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+async def _get(url: str) -> tuple[int, bytes]:
+    from urllib.parse import urlsplit  # 0.8 MiB that only this needs (see config.py)
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.netloc.rpartition("@")[2]
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, port, ssl=parts.scheme == "https" or None
+    )
+    try:
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fwatchdog\r\n"
+            "Accept: application/json\r\nConnection: close\r\n\r\n".encode()
+        )
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        while not response.done:
+            data = await reader.read(65536)
+            if not data:
+                # A close-delimited body ends here; anything else was cut short.
+                if response.head_done and not response.framed:
+                    break
+                raise ValueError("connection closed before the whole answer")
+            parser.feed_data(data)
+        return parser.get_status_code(), bytes(response.body)
+    finally:
+        writer.close()
