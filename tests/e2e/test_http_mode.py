@@ -28,6 +28,7 @@ from conftest import (
     start_watchdog,
     wait_until,
 )
+from raw_http import read_response, read_to_end
 
 Factory = Callable[..., Watchdog]
 
@@ -97,13 +98,6 @@ def echo(
 
 def raw_connection(watchdog: Watchdog, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", watchdog.port), timeout=timeout)
-
-
-def read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
 
 
 def assert_internal_error(
@@ -439,23 +433,14 @@ def test_response_delimited_by_closing_the_connection_arrives_whole(shared: Watc
     assert (status, body) == (200, b"all of it\n")
 
 
-def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """Head and Content-Length body of one response on a keep-alive connection."""
-    received = read_until(sock, b"\r\n\r\n")
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(re.search(rb"\r\nContent-Length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head, body
-
-
 def test_a_whole_simple_answer_is_passed_on_as_it_came(shared: Watchdog) -> None:
     """On a pooled connection, a small answer that arrives whole is passed on byte for byte,
     less its Connection field, plus X-Duration-Seconds; the upstream's Date is kept."""
     with raw_connection(shared) as sock:
         for _ in range(3):  # the first may need a new upstream connection; the rest are pooled
             sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
-            head, body = read_one_response(sock)
+            answer = read_response(sock)
+            head, body = answer.raw_head, answer.body
     assert body == b"whole\n"
     assert re.fullmatch(
         rb"HTTP/1\.1 200 OK\r\nServer: whole\r\nDate: Sat, 28 Nov 2026 03:00:00 GMT\r\n"
@@ -474,7 +459,8 @@ def test_the_same_request_again_still_goes_to_the_upstream_every_time(shared: Wa
         counts = []
         for _ in range(5):
             sock.sendall(request_bytes)
-            head, body = read_one_response(sock)
+            answer = read_response(sock)
+            head, body = answer.raw_head, answer.body
             assert re.fullmatch(
                 rb"HTTP/1\.1 200 OK\r\nContent-Length: \d+\r\nX-Duration-Seconds: \d+\.\d{6}\r\n"
                 rb"Date: [^\r]+ GMT",
@@ -497,7 +483,7 @@ def test_repeated_requests_keep_their_call_id_and_repeated_probes_stay_unlogged(
         for _ in range(3):
             for request_bytes in (call, probe):
                 sock.sendall(request_bytes)
-                assert read_one_response(sock)[0].startswith(b"HTTP/1.1 200 OK\r\n")
+                assert read_response(sock).raw_head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert wait_until(lambda: watchdog.log().count("POST /count - 200") == 3, timeout=5.0)
     log = watchdog.log()
     calls = [line for line in log.splitlines() if "POST /count - 200" in line]
@@ -517,7 +503,8 @@ def test_a_request_waiting_on_the_upstream_is_not_taken_for_an_idle_connection(
     with raw_connection(watchdog) as sock:
         for _ in range(3):  # a task, then passed on as it came, then known byte for byte
             sock.sendall(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-            head, body = read_one_response(sock)
+            answer = read_response(sock)
+            head, body = answer.raw_head, answer.body
             assert (head.split(b"\r\n")[0], body) == (b"HTTP/1.1 200 OK", b"slept\n")
 
 
@@ -529,22 +516,24 @@ def test_answers_that_cannot_pass_as_they_came_are_taken_apart_on_a_pooled_conne
     carries on."""
     with raw_connection(shared) as sock:
         sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_one_response(sock)[1] == b"whole\n"  # an upstream connection is pooled
+        assert read_response(sock).body == b"whole\n"  # an upstream connection is pooled
         sock.sendall(b"GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = read_until(sock, b"\r\n\r\n")
+        head = read_response(sock).raw_head
         assert head.startswith(b"HTTP/1.1 204 ")
         assert b"X-Duration-Seconds: " in head
         sock.sendall(b"GET /hop HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, body = read_one_response(sock)
+        answer = read_response(sock)
+        head, body = answer.raw_head, answer.body
         assert body == b"hop\n"
         assert b"X-Visible: shown" in head
         assert b"X-Secret" not in head
         assert b"Keep-Alive" not in head
         sock.sendall(b"GET /bytes?n=200000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, body = read_one_response(sock)
+        answer = read_response(sock)
+        head, body = answer.raw_head, answer.body
         assert body == (bytes(range(256)) * 256 * 4)[:200000]
         sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_one_response(sock)[1] == b"whole\n"
+        assert read_response(sock).body == b"whole\n"
 
 
 def test_chunked_request_body_streams_to_the_upstream_as_it_arrives(shared: Watchdog) -> None:
