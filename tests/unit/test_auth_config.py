@@ -74,3 +74,11 @@ def test_the_issuer_url_must_be_http() -> None:
     assert message.startswith("jwt_auth_issuer_url: 'gateway:8080' is not an http")
     config = load_config({"fprocess": "cat", "jwt_auth_issuer_url": "https://gw.example.com/"})
     assert config.jwt_auth_issuer_url == "https://gw.example.com"
+
+
+def test_the_key_set_refresh_interval_is_a_duration() -> None:
+    assert load_config({"fprocess": "cat"}).jwt_auth_key_refresh == 300.0
+    assert load_config({"fprocess": "cat", "jwt_auth_key_refresh": "2s"}).jwt_auth_key_refresh == 2
+    assert error_of({"fprocess": "cat", "jwt_auth_key_refresh": "0"}).startswith(
+        "jwt_auth_key_refresh: "
+    )

@@ -35,7 +35,7 @@ Interface for the server and the router
 Never for /_/health and /_/ready (Go's probes are outside the middleware); every other
 request, in every mode and every http_workers process (each has its own Authenticator).
 
-Keys: fetched again every KEY_SET_MAX_AGE (5 min: a retired key stops being accepted) and
+Keys: fetched again every jwt_auth_key_refresh (5m: a retired key stops being accepted) and
 when a token names an unknown kid (at most once per 5 s). `check` refuses that request at
 once (401) and starts the refresh in the background; `check_waiting` lets it wait for it.
 A failed refresh keeps the keys we have. A verified token's verdict (accepted, or 403) is
@@ -45,8 +45,9 @@ once; verdicts of keys that leave the set are forgotten with them.
 Settings (settings/config.py): jwt_auth, jwt_auth_local (issuer at http://127.0.0.1:8000,
 else http://gateway.openfaas:8080), jwt_auth_debug (log issuer, key ids, each new token's
 kid, alg, aud and iss), and ours: jwt_auth_issuer_url (the authority to discover, for tests
-and issuers elsewhere) and jwt_auth_namespace_file (where the namespace is read when
-OPENFAAS_NAMESPACE is unset; default the Kubernetes service account's file).
+and issuers elsewhere), jwt_auth_namespace_file (where the namespace is read when
+OPENFAAS_NAMESPACE is unset; default the Kubernetes service account's file) and
+jwt_auth_key_refresh (5m).
 """
 
 from fwatchdog.auth.authenticator import Authenticator

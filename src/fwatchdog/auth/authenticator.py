@@ -22,8 +22,6 @@ from fwatchdog.telemetry.logs import Log
 if TYPE_CHECKING:
     from fwatchdog.auth.verifier import Verifier
 
-# The key set is fetched again this often, so that a retired key stops being accepted.
-KEY_SET_MAX_AGE = 300.0
 # After a failed timed refresh, the next try comes this soon (keys kept meanwhile).
 RETRY_AFTER_FAILED_REFRESH = 30.0
 # A token naming an unknown kid fetches the set again, at most once in this many seconds:
@@ -57,7 +55,7 @@ class Authenticator:
         config: Config,
         log: Log,
         *,
-        key_set_max_age: float = KEY_SET_MAX_AGE,
+        key_set_max_age: float | None = None,
         unknown_kid_refresh_gap: float = UNKNOWN_KID_REFRESH_GAP,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -65,7 +63,8 @@ class Authenticator:
         self.function_ref = f"{config.openfaas_namespace}:{config.openfaas_name}"
         self._debug = config.jwt_auth_debug
         self._log = log
-        self._key_set_max_age = key_set_max_age
+        # The set is fetched again this often, so that a retired key stops being accepted.
+        self._key_set_max_age = key_set_max_age or config.jwt_auth_key_refresh
         self._unknown_kid_refresh_gap = unknown_kid_refresh_gap
         self._clock = clock
         self._verifier: Verifier | None = None

@@ -71,6 +71,7 @@ class Config:
     openfaas_name: str = ""
     openfaas_namespace: str = ""
     jwt_auth_namespace_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    jwt_auth_key_refresh: float = 300.0
 
 
 # --- value parsers: each takes the raw text and raises ValueError(reason) -------------------------
@@ -446,6 +447,14 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
         "jwt_auth: the file holding the function's namespace when OPENFAAS_NAMESPACE is unset",
+    ),
+    Setting(
+        "jwt_auth_key_refresh",
+        (),
+        "5m",
+        "jwt_auth: how often the issuer's key set is fetched again, so that a retired key is "
+        "refused after at most this long (a token naming an unknown key fetches it sooner)",
+        _positive_duration,
     ),
 )
 
