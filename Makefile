@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench bench-quick setup
+.PHONY: run test lint bench bench-quick setup test-container
 
 $(BIN)/fwatchdog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+## Build the Dockerfile's image and the templates with podman (installed if missing; root,
+## Debian) and prove them in real containers: serving, health check, zombies, SIGTERM, non-root.
+test-container: setup
+	tests/container/prepare.sh
+	FWATCHDOG_CONTAINER_TEST=1 $(BIN)/python -m pytest -q tests/container
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
