@@ -19,6 +19,7 @@ from fwatchdog.modes import make_mode
 from fwatchdog.modes.base import Mode
 from fwatchdog.process.reaper import start_reaper
 from fwatchdog.router import Health, Router
+from fwatchdog.runtime.accept import Acceptor
 from fwatchdog.runtime.primary_link import PRIMARY_GONE, PrimaryLink
 from fwatchdog.runtime.workers import Workers, worker_count
 from fwatchdog.settings.config import Config
@@ -126,7 +127,7 @@ class Watchdog:
         metrics_state = ServerState()
         metrics_server = await self._serve_on(
             listening_socket(config.metrics_port, "metrics_port"),
-            self.metrics.handle,
+            self.metrics,
             limits,
             metrics_state,
         )
@@ -158,7 +159,7 @@ class Watchdog:
         processes: int,
         mode: Mode,
         router: Router,
-        server: asyncio.Server,
+        server: Acceptor,
         state: ServerState,
     ) -> int:
         """Start the workers (http_workers), the mode; serve; stop in order: the workers
@@ -263,7 +264,7 @@ class Watchdog:
         reason: str,
         mode: Mode,
         router: Router,
-        server: asyncio.Server,
+        server: Acceptor,
         state: ServerState,
     ) -> int:
         """The mode cannot serve any more (its long-lived process died): unhealthy at once,
@@ -288,15 +289,12 @@ class Watchdog:
 
     async def _serve_on(
         self, sock: socket.socket, handler: Handler, limits: Limits, state: ServerState
-    ) -> asyncio.Server:
-        loop = asyncio.get_running_loop()
-
+    ) -> Acceptor:
         def on_error(message: str) -> None:
             self.log.error(message)
 
-        return await loop.create_server(
-            lambda: HttpConnection(handler, limits, state, on_error), sock=sock, backlog=BACKLOG
-        )
+        # Our own accept loop, not create_server's: see accept.py (descriptors running out).
+        return Acceptor(sock, lambda: HttpConnection(handler, limits, state, on_error), on_error)
 
     def _mark_healthy(self) -> None:
         if self.config.suppress_lock:
@@ -346,7 +344,7 @@ class Watchdog:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.config.lock_path)
 
-    async def _drain(self, router: Router, server: asyncio.Server, state: ServerState) -> None:
+    async def _drain(self, router: Router, server: Acceptor, state: ServerState) -> None:
         """Serve on through `healthcheck_interval`, then stop accepting and let requests end."""
         config = self.config
         interval = config.healthcheck_interval
