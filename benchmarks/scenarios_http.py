@@ -4,6 +4,8 @@
 measured is the proxy), and in the same run sends wrk straight at that nginx, as the ceiling.
 `http-nginx-varied` is the same with a Cookie that differs on every request: no two requests
 are the same bytes, so nothing is answered from what an earlier request taught the proxy.
+`http-gateway` is shaped like the OpenFaaS gateway's calls: each request has a fresh
+`X-Call-Id` (a uuid) and `X-Start-Time`, and an `X-Forwarded-For`, as real traffic does.
 `http-python` puts it in front of Python's threading http.server (a realistic, slow upstream).
 Both watchdogs start the upstream themselves through `fprocess` with `mode=http` and
 `upstream_url`, the settings the Go of-watchdog takes too. wrk: -t1, POST of 100 bytes.
@@ -94,6 +96,15 @@ def proxy_to_nginx_varied(binary: WatchdogBinary, options: Options) -> dict[str,
     return _checked(result, "through the watchdog")
 
 
+def proxy_to_nginx_gateway_shaped(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """wrk through the watchdog to nginx, each request stamped as the OpenFaaS gateway does."""
+    with running(binary, _settings(str(NGINX))) as watchdog:
+        _wait_for_upstream(watchdog)
+        result = run_wrk(watchdog.port, options.duration, options.connections, gateway=True)
+        watchdog.check_alive()
+    return _checked(result, "through the watchdog")
+
+
 def proxy_to_python(binary: WatchdogBinary, options: Options) -> dict[str, float]:
     """wrk through the watchdog to Python's threading http.server."""
     with running(binary, _settings(f"{sys.executable} {PYTHON_SERVER}")) as watchdog:
@@ -126,6 +137,16 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("p99_ms", "  p99 latency, ms", False, 2),
             ),
             proxy_to_nginx_varied,
+            needs_wrk=True,
+        ),
+        Scenario(
+            "http-gateway",
+            (
+                Metric("rps", f"http mode to nginx, gateway-shaped calls, req/s ({load})", True),
+                Metric("p50_ms", "  p50 latency, ms", False, 2),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+            ),
+            proxy_to_nginx_gateway_shaped,
             needs_wrk=True,
         ),
         Scenario(

@@ -30,10 +30,42 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def post_script(body_size: int, varied: bool = False) -> str:
+# The fields the OpenFaaS gateway adds to every call it forwards to a function (a fresh call
+# id and start time each), and those Go's HTTP client adds to any request.
+GATEWAY_SCRIPT = """\
+local counter = 0
+local body = string.rep("x", %d)
+local headers = {
+  ["Content-Type"] = "application/octet-stream",
+  ["User-Agent"] = "Go-http-client/1.1",
+  ["Accept-Encoding"] = "gzip",
+  ["X-Forwarded-For"] = "10.62.0.7",
+  ["X-Forwarded-Host"] = "gateway.openfaas:8080",
+}
+init = function(args)
+  math.randomseed(os.time())
+end
+local function uuid()
+  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
+    return string.format("%%x", c == "x" and math.random(0, 15) or math.random(8, 11))
+  end))
+end
+request = function()
+  counter = counter + 1
+  headers["X-Call-Id"] = uuid()
+  headers["X-Start-Time"] = string.format("%%d%%09d", os.time(), counter %% 1000000000)
+  return wrk.format("POST", "/", headers, body)
+end
+"""
+
+
+def post_script(body_size: int, varied: bool = False, gateway: bool = False) -> str:
     """A wrk Lua script that POSTs a body of `body_size` bytes; `varied`: with a Cookie that
     differs on every request, as a browser's session might, so no two requests are the same
-    bytes (wrk otherwise sends the very same bytes every time)."""
+    bytes (wrk otherwise sends the very same bytes every time); `gateway`: with the fields
+    the OpenFaaS gateway sends, X-Call-Id (a uuid) and X-Start-Time fresh on each request."""
+    if gateway:
+        return GATEWAY_SCRIPT % body_size
     if varied:
         return (
             "local counter = 0\n"
@@ -59,14 +91,16 @@ def run_wrk(
     threads: int = 1,
     body_size: int = 100,
     varied: bool = False,
+    gateway: bool = False,
 ) -> WrkResult:
-    """POST to / for `duration` seconds and parse wrk's summary (`varied`: see post_script)."""
+    """POST to / for `duration` seconds and parse wrk's summary (`varied`, `gateway`: see
+    post_script)."""
     wrk = find_wrk()
     if wrk is None:
         raise RuntimeError(INSTALL_HINT)
     with tempfile.TemporaryDirectory(prefix="fwatchdog-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(post_script(body_size, varied))
+        script.write_text(post_script(body_size, varied, gateway))
         completed = subprocess.run(
             [
                 wrk,
