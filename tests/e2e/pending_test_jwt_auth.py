@@ -11,6 +11,7 @@ naming a key the issuer just added waits for the refresh (check_waiting) and pas
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -211,3 +212,13 @@ def test_http_mode_upstream_never_sees_an_unauthenticated_request(
     time.sleep(0.1)
     # The next count is the upstream's: only the valid requests (and this one) reached it.
     assert _count_of(watchdog, issuer) == sent_valid + 1
+
+
+def test_http_mode_upstream_sees_x_auth_seconds(watchdog_factory: Factory, issuer: Issuer) -> None:
+    watchdog = jwt_watchdog(watchdog_factory, issuer, **http_mode_settings())
+    for _ in range(2):  # the second is identical: the lanes that remember requests
+        status, _, body = watchdog.request("GET", "/echo", headers=bearer(issuer.mint(sub="a")))
+        assert status == 200
+        headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
+        assert float(headers["x-auth-seconds"]) < 1
+        assert headers["authorization"].startswith("Bearer ")
