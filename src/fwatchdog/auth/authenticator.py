@@ -71,7 +71,7 @@ class Authenticator:
         self._remembered = RememberedTokens(REMEMBERED_TOKENS)
         self._skipped: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[bool] | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._last_refresh = -float("inf")  # time.monotonic() of the last refresh's start
 

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
@@ -171,7 +171,7 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     # json.loads reads NaN and Infinity: an exp of NaN would never compare as expired.
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
