@@ -93,8 +93,10 @@ class Authenticator:
                 await self._load(require_keys=True)
                 break
             except IssuerError as error:
+                # The first line says how to point elsewhere; later ones only that we wait.
+                hint = "" if waited else "; jwt_auth_local or jwt_auth_issuer_url choose where"
                 self._log.error(
-                    f"jwt_auth: waiting for the issuer ({error}); trying again in {delay:g}s"
+                    f"jwt_auth: waiting for the issuer ({error}); trying again in {delay:g}s" + hint
                 )
                 waited = True
                 await asyncio.sleep(delay)

@@ -94,9 +94,9 @@ class _Response:
         self.head_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body += body
-        if len(self.body) > MAX_DOCUMENT:
-            raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
+        # Raised here, httptools would report only "`on_body` callback error"; _get checks.
+        if len(self.body) <= MAX_DOCUMENT:
+            self.body += body
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -129,6 +129,8 @@ async def _get(url: str) -> tuple[int, bytes]:
                     break
                 raise ValueError("connection closed before the whole answer")
             parser.feed_data(data)
+            if len(response.body) > MAX_DOCUMENT:
+                raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
         return parser.get_status_code(), bytes(response.body)
     finally:
         writer.close()
