@@ -16,6 +16,7 @@ from types import ModuleType
 
 import pytest
 from conftest import ROOT, Watchdog, environment_of, function, start_watchdog
+from raw_http import ResponseReader, read_response
 
 Factory = Callable[..., Watchdog]
 Exchange = tuple[int, http.client.HTTPMessage, bytes]
@@ -44,25 +45,9 @@ def env_seen_by_function(
     with socket.create_connection(("127.0.0.1", watchdog.port), timeout=10) as sock:
         client_address = sock.getsockname()
         sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), head
-    if b"transfer-encoding: chunked" in head.lower():
-        body = dechunk(body)
-    return environment_of(body), client_address
-
-
-def dechunk(data: bytes) -> bytes:
-    out = b""
-    while True:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return out
-        out += data[:size]
-        data = data[size + 2 :]
+        response = ResponseReader(sock).read_response()
+    assert response.status == 200, response.raw_head
+    return environment_of(response.body), client_address
 
 
 # --- RFC 3875 meta-variables ----------------------------------------------------------------------
@@ -427,11 +412,8 @@ def test_flask_example_reads_a_chunked_body_through_content_length(flask_cgi: Wa
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             b"6\r\nchunky\r\n6\r\n body!\r\n0\r\n\r\n"
         )
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    assert received.startswith(b"HTTP/1.1 200 ")
-    assert received.endswith(b"\r\n\r\nchunky body!")
+        response = read_response(sock)
+    assert (response.status, response.body) == (200, b"chunky body!")
 
 
 def test_flask_example_exception_is_flask_500_and_traceback_in_log(flask_cgi: Watchdog) -> None:
