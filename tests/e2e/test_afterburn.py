@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ROOT, Watchdog, function
+from raw_http import read_response
 
 Factory = Callable[..., Watchdog]
 
@@ -374,10 +375,7 @@ def test_afterburn_clients_closing_as_soon_as_answered_never_cost_a_respawn(
     for _ in range(20):
         with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
             sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-            reply = b""
-            while b"\r\n\r\n" not in reply or not reply.split(b"\r\n\r\n", 1)[1]:
-                reply += sock.recv(65536)
-        pids.add(reply.split(b"\r\n\r\n", 1)[1])
+            pids.add(read_response(sock).body)
     assert len(pids) == 1
     assert "in place of" not in watchdog.log()
 
