@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 
 from conftest import Watchdog, function
+from raw_http import read_response
 from test_cgi import env_seen_by_function, exchange
 
 Factory = Callable[..., Watchdog]
@@ -94,10 +95,9 @@ def test_streaming_marshal_request_content_length(watchdog_factory: Factory) -> 
         sock.sendall(
             b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
         )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    assert b"CONTENT_LENGTH=" in data
+        response = read_response(sock)
+    assert response.status == 200
+    assert b"CONTENT_LENGTH=" in response.body
 
 
 def test_streaming_debug_logs(watchdog_factory: Factory) -> None:
