@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench bench-quick setup test-container
+.PHONY: run test lint bench bench-quick setup fuzz test-container
 
 $(BIN)/fwatchdog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ bench: setup
 ## A few seconds per scenario: run before and after a change.
 bench-quick: setup
 	$(BIN)/python -m benchmarks --quick
+
+## Coverage-guided fuzzing (atheris), FUZZ_SECONDS per harness (fuzz/run.py); not in `make test`.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	nice -n 19 $(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
