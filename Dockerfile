@@ -4,6 +4,7 @@
 #   docker build -t fwatchdog .                   # or: podman build --format docker -t fwatchdog .
 #   docker run -p 8080:8080 -e fprocess="wc -c" fwatchdog
 #
+# pip stays (templates install a handler's requirements with it); setuptools goes (9 MB).
 # The image installs only from the wheels in the build context (WHEELS), so the build needs no
 # network and installs exactly what was built. BASE_IMAGE is any Debian-like image with
 # python3 (3.11 or newer) and its venv module; the wheels must match its Python version.
@@ -18,6 +19,7 @@ COPY ${WHEELS}/ /tmp/wheels/
 RUN python3 -m venv /opt/fwatchdog \
     && /opt/fwatchdog/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels \
         --disable-pip-version-check fwatchdog \
+    && /opt/fwatchdog/bin/pip uninstall --yes --quiet setuptools \
     && rm -rf /tmp/wheels \
     && groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --create-home --home-dir /home/app app
