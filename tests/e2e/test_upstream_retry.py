@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import Watchdog, free_port, function, health, wait_until
 from raw_http import ResponseReader, connect, request_bytes
 
@@ -58,21 +59,24 @@ def warm_then(
     return response.status, response.body
 
 
-def test_a_get_the_upstream_read_and_dropped_is_sent_again_once_and_answered(
-    watchdog_factory: Factory, tmp_path: Path
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_an_idempotent_request_the_upstream_read_and_dropped_is_sent_again_and_answered(
+    watchdog_factory: Factory, tmp_path: Path, method: str
 ) -> None:
     watchdog, seen = start_dropping_upstream(watchdog_factory, tmp_path)
-    status, body = warm_then(watchdog, "GET", "/again", [], None)
+    status, body = warm_then(watchdog, method, "/again", [], None)
     assert status == 200
-    assert json.loads(body)["target"] == "/again"
+    if method != "HEAD":
+        assert json.loads(body)["target"] == "/again"
     assert len(seen_by_upstream(seen, "/again")) == 2
 
 
+@pytest.mark.parametrize("key", ["Idempotency-Key", "X-Idempotency-Key"])
 def test_a_post_with_an_idempotency_key_is_sent_again_and_answered(
-    watchdog_factory: Factory, tmp_path: Path
+    watchdog_factory: Factory, tmp_path: Path, key: str
 ) -> None:
     watchdog, seen = start_dropping_upstream(watchdog_factory, tmp_path)
-    status, body = warm_then(watchdog, "POST", "/keyed", [("Idempotency-Key", "k-1")], b"once")
+    status, body = warm_then(watchdog, "POST", "/keyed", [(key, "k-1")], b"once")
     assert status == 200
     assert json.loads(body)["body"] == "once"
     assert [entry["body"] for entry in seen_by_upstream(seen, "/keyed")] == ["once", "once"]

@@ -82,10 +82,11 @@ def read_body(reader: Reader, fields: list[tuple[str, str]], keep: bool) -> tupl
     return b"", "none"
 
 
-def answer(sock: socket.socket, status: int, body: bytes, close: bool) -> None:
+def answer(sock: socket.socket, status: int, body: bytes, close: bool, head_only: bool) -> None:
+    """An answer with a Content-Length; to a HEAD, without the body."""
     head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "")
-    sock.sendall(head.encode() + b"\r\n" + body)
+    sock.sendall(head.encode() + b"\r\n" + (b"" if head_only else body))
 
 
 def note(seen: dict[str, object]) -> None:
@@ -108,7 +109,7 @@ def serve_connection(sock: socket.socket) -> None:
                 number += 1
                 close = any(n.lower() == "connection" and "close" in v.lower() for n, v in fields)
                 if BEHAVIOUR == "answer-at-head":
-                    answer(sock, 200, b"early", close)
+                    answer(sock, 200, b"early", close, method == "HEAD")
                     read_body(reader, fields, keep=False)
                     note({"method": method, "target": target, "connection_request": number})
                     if close:
@@ -125,7 +126,7 @@ def serve_connection(sock: socket.socket) -> None:
                 note({**seen, "connection_request": number})
                 if BEHAVIOUR == "drop-second" and number == 2:
                     return  # closed without a byte of answer
-                answer(sock, 200, json.dumps(seen).encode(), close)
+                answer(sock, 200, json.dumps(seen).encode(), close, method == "HEAD")
                 if close:
                     return
         except (Closed, ConnectionError):
