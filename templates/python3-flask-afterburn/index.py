@@ -4,9 +4,9 @@ fwatchdog writes each request to this process's stdin and reads the response fro
 fwatchdog.function.serve_wsgi turns them into WSGI calls of `app` (function/handler.py).
 """
 
-from fwatchdog.function import serve_wsgi
-
 from function.handler import app
+
+from fwatchdog.function import serve_wsgi
 
 if __name__ == "__main__":
     serve_wsgi(app)

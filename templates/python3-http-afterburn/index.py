@@ -10,9 +10,9 @@ import json
 import os
 from typing import Any
 
-from fwatchdog.function import Request, Response, serve
-
 from function import handler
+
+from fwatchdog.function import Request, Response, serve
 
 
 class Query(dict[str, list[str]]):
