@@ -10,6 +10,7 @@ upload gets from the same watchdog.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import shutil
 import socket
@@ -65,8 +66,12 @@ def read_while_sending(watchdog: Watchdog, target: str, method: str) -> tuple[in
     return response.status, response.body
 
 
-def real_curl(watchdog: Watchdog, target: str, method: str) -> tuple[int, bytes]:
-    """curl itself, its status and output; exit 55 or 56 is the reset the issue found."""
+def real_curl(
+    watchdog: Watchdog, target: str, method: str, expect: bool = False
+) -> tuple[int, bytes]:
+    """curl itself, its status and output; exit 55 or 56 is the reset the issue found.
+    Without `expect`, "Expect:" unset: curl sends the body at once, as for smaller uploads;
+    with it, curl's own way for a large one (Expect: 100-continue, the body after 100 or 1 s)."""
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
@@ -74,8 +79,8 @@ def real_curl(watchdog: Watchdog, target: str, method: str) -> tuple[int, bytes]
     with open(body_file, "wb") as out:
         for _ in range(UPLOAD_MIB):
             out.write(BLOCK)
-    # "Expect:" unset: curl sends the body at once, as it does for smaller uploads.
-    command = [curl, "-sS", "-X", method, "--data-binary", f"@{body_file}", "-H", "Expect:"]
+    command = [curl, "-sS", "-X", method, "--data-binary", f"@{body_file}"]
+    command += [] if expect else ["-H", "Expect:"]
     command += ["-H", "Content-Type: application/octet-stream", "-w", "\n%{http_code}"]
     process = subprocess.run(
         [*command, f"http://127.0.0.1:{watchdog.port}{target}"],
@@ -89,7 +94,12 @@ def real_curl(watchdog: Watchdog, target: str, method: str) -> tuple[int, bytes]
     return int(code), body
 
 
-CLIENTS = {"send-first": send_first, "read-while-sending": read_while_sending, "curl": real_curl}
+CLIENTS = {
+    "send-first": send_first,
+    "read-while-sending": read_while_sending,
+    "curl": real_curl,
+    "curl with Expect": functools.partial(real_curl, expect=True),
+}
 
 
 def small_upload(watchdog: Watchdog, target: str, method: str) -> tuple[int, bytes]:
