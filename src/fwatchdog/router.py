@@ -1,5 +1,5 @@
-"""What every request goes through before and after its mode: probes, max_inflight, the
-request log line and the metrics, each written once here from what the response actually sent.
+"""The one routing point: what every request goes through before and after its mode (probes,
+refusals, max_inflight, the request log line and the metrics), decided once per request.
 """
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from fwatchdog.http.connection import HttpConnection
 from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
-from fwatchdog.modes.base import Mode, answer_known_of, answer_now_of, answer_whole_of
+from fwatchdog.modes.base import Mode, answer_now_of
 from fwatchdog.runtime.deadlines import Deadlines
 from fwatchdog.settings.config import Config
 from fwatchdog.settings.durations import format_duration
@@ -22,6 +23,8 @@ from fwatchdog.telemetry.metrics import Metrics
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
 PROBE_METHODS = ("GET", "HEAD")
+FUNCTION_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")
 WRITE_TIMEOUT_TICK = 0.05  # write_timeout fires at most this late
 
 
@@ -41,7 +44,10 @@ class Health:
 
 
 class Router:
-    """Routes a request to a probe or to the mode, counting and logging function requests."""
+    """The one point every request on the function port passes: it decides the route from
+    the decoded path, answers probes, refuses what must not reach the mode (CONNECT, past
+    max_inflight), hands the rest to the mode, and writes the log line and the metrics of
+    each function request once, from what its response actually sent."""
 
     def __init__(self, config: Config, mode: Mode, health: Health, log: Log, metrics: Metrics):
         self._config = config
@@ -53,110 +59,80 @@ class Router:
         metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
-        self._mode_answer_whole = answer_whole_of(mode)
-        self._mode_answer_known = answer_known_of(mode)
 
-    def answer_whole(
-        self,
-        conn: HttpConnection,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        raw: bytes,
-        content_length: int | None,
-    ) -> bool:
-        """The cheapest path (see HttpConnection): a whole request the mode can answer from
-        bytes ready to go, before any Request or Response exists. Probes and requests past
-        max_inflight go the usual way."""
-        answer = self._mode_answer_whole
-        if answer is None or target.startswith("/_/"):
-            return False
-        max_inflight = self._config.max_inflight
-        if max_inflight and self.in_flight >= max_inflight:
-            return False
-        return answer(conn, method, target, headers, raw, content_length, self)
-
-    def answer_known(self, conn: HttpConnection, data: bytes) -> bool:
-        """The mode's answer again to a request it answered whole before, byte for byte
-        (see HttpConnection); past max_inflight it goes the usual way."""
-        answer = self._mode_answer_known
-        if answer is None:
-            return False
-        max_inflight = self._config.max_inflight
-        if max_inflight and self.in_flight >= max_inflight:
-            return False
-        return answer(conn, data, self)
-
-    # Ledger, for modes answering whole requests
-    def enter(self) -> None:
-        self.in_flight += 1
-
-    def leave(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
-        self.in_flight -= 1
-        self.record(line, status, size, seconds)
-
-    def answer_now(self, request: Request, response: Response) -> bool:
-        """The synchronous path (see HttpConnection): probes, 429 and what the mode can
-        answer without waiting; False sends the request down `__call__` instead."""
+    def serve(self, request: Request, response: Response) -> Coroutine[Any, Any, None] | None:
+        """Route and answer `request` (HttpConnection's Handler): None once answered or
+        once callbacks finish the answer, else the coroutine that answers it."""
         path = request.path
         if path == HEALTH_PATH:
             self._health_probe(request, response)
-            return True
+            return None
         if path == READY_PATH:
-            if self._config.ready_path:
-                return False  # the function answers it
+            if self._config.ready_path and self._ready_checks_pass(request):
+                return self._ready_function(request, response)
             self._ready_probe_now(request, response)
-            return True
-        max_inflight = self._config.max_inflight
-        if max_inflight and self.in_flight >= max_inflight:
-            started = time.perf_counter()
-            self._refuse_past_max_inflight(response)
-            self._record(request, response, time.perf_counter() - started)
-            return True
-        answer = self._mode_answer_now
-        if answer is None:
-            return False
+            return None
         started = time.perf_counter()
-        if not answer(request, response):
-            return False
-        if response.finished:
+        if not self._admit(request, response):
             self._record(request, response, time.perf_counter() - started)
-            return True
-        # Callbacks will finish it (a proxied request): in flight until then.
+            return None
         self.in_flight += 1
+        answer_now = self._mode_answer_now
+        if answer_now is not None:
+            try:
+                answered = answer_now(request, response)
+            except BaseException:
+                self.in_flight -= 1
+                raise
+            if answered:
+                if response.finished:
+                    self._finish(request, response, started)
+                else:  # callbacks finish it (a proxied request): in flight until then
+                    response.when_done(lambda: self._finish(request, response, started))
+                return None
+        return self._function(request, response, started)
 
-        def finished() -> None:
-            self.in_flight -= 1
-            self._record(request, response, time.perf_counter() - started)
-
-        response.when_done(finished)
+    def _admit(self, request: Request, response: Response) -> bool:
+        """Whether a function request may reach the mode; if not, it is answered here."""
+        if request.method == "CONNECT":
+            # A 2xx would tell a client or a proxy in front that a tunnel is open.
+            response.send(405, b"Method Not Allowed\n", [("Allow", FUNCTION_METHODS)])
+            return False
+        limit = self._config.max_inflight
+        if limit and self.in_flight >= limit:
+            response.send_text(
+                429, f"Concurrent request limit exceeded. Max concurrent requests: {limit}"
+            )
+            return False
         return True
 
-    async def __call__(self, request: Request, response: Response) -> None:
-        path = request.path
-        if path == HEALTH_PATH:
-            self._health_probe(request, response)
-        elif path == READY_PATH:
-            await self._ready_probe(request, response)
-        else:
-            await self._function(request, response)
+    async def _function(self, request: Request, response: Response, started: float) -> None:
+        try:
+            await self._handle_within_write_timeout(request, response)
+            if not response.finished:
+                response.end()  # so the record below sees what the client gets
+        finally:
+            self._finish(request, response, started)
+
+    def _finish(self, request: Request, response: Response, started: float) -> None:
+        self.in_flight -= 1
+        self._record(request, response, time.perf_counter() - started)
+
+    async def _ready_function(self, request: Request, response: Response) -> None:
+        """/_/ready answered by the function at `ready_path`, once the watchdog's own
+        checks pass; like a probe, it is neither counted nor logged."""
+        ready_path = self._config.ready_path
+        request.path = request.target = ready_path
+        request.query = ""
+        await self._mode.handle(request, response)
 
     def _health_probe(self, request: Request, response: Response) -> None:
         if request.method not in PROBE_METHODS:
-            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
+            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD"), TEXT_PLAIN])
         elif self._health.healthy():
-            response.send(200, b"OK")
+            response.send(200, b"OK", [TEXT_PLAIN])
         else:
-            response.send(503, b"Service Unavailable\n")
-
-    async def _ready_probe(self, request: Request, response: Response) -> None:
-        if self._config.ready_path and self._ready_checks_pass(request):
-            request.path = self._config.ready_path
-            request.target = self._config.ready_path
-            request.query = ""
-            await self._mode.handle(request, response)
-        else:
-            self._ready_probe_now(request, response)
+            response.send(503, b"Service Unavailable\n", [TEXT_PLAIN])
 
     def _ready_checks_pass(self, request: Request) -> bool:
         max_inflight = self._config.max_inflight
@@ -170,32 +146,13 @@ class Router:
         """/_/ready answered by the watchdog itself (no ready_path, or a check failed)."""
         max_inflight = self._config.max_inflight
         if request.method not in PROBE_METHODS:
-            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
+            response.send(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD"), TEXT_PLAIN])
         elif not self._health.healthy():
-            response.send(503, b"Service Unavailable\n")
+            response.send(503, b"Service Unavailable\n", [TEXT_PLAIN])
         elif max_inflight and self.in_flight >= max_inflight:
-            response.send(429, b"Too Many Requests: max_inflight reached\n")
+            response.send(429, b"Too Many Requests: max_inflight reached\n", [TEXT_PLAIN])
         else:
-            response.send(200, b"OK")
-
-    async def _function(self, request: Request, response: Response) -> None:
-        started = time.perf_counter()
-        max_inflight = self._config.max_inflight
-        self.in_flight += 1
-        try:
-            if max_inflight and self.in_flight > max_inflight:
-                self._refuse_past_max_inflight(response)
-            else:
-                await self._handle_within_write_timeout(request, response)
-            if not response.finished:
-                response.end()  # so the record below sees what the client gets
-        finally:
-            self.in_flight -= 1
-            self._record(request, response, time.perf_counter() - started)
-
-    def _refuse_past_max_inflight(self, response: Response) -> None:
-        limit = self._config.max_inflight
-        response.send_text(429, f"Too Many Requests: max_inflight ({limit}) reached")
+            response.send(200, b"", [TEXT_PLAIN])  # empty, as Go's
 
     async def _handle_within_write_timeout(self, request: Request, response: Response) -> None:
         """`write_timeout` bounds the whole response, as Go's http.Server.WriteTimeout does."""

@@ -10,13 +10,13 @@ upload gets from the same watchdog.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,16 +112,13 @@ def small_upload(watchdog: Watchdog, target: str, method: str) -> tuple[int, byt
         conn.close()
 
 
-def hold_the_only_slot(watchdog: Watchdog) -> None:
-    """Keep one request in flight (a function that sleeps) so that the next gets 429."""
-
-    def slow() -> None:
-        with socket.create_connection(("127.0.0.1", watchdog.port), timeout=PATIENCE) as sock:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-            sock.recv(1)
-
-    threading.Thread(target=slow, daemon=True).start()
+def hold_the_only_slot(watchdog: Watchdog) -> socket.socket:
+    """Keep one request in flight (a function that sleeps) so that the next gets 429; closing
+    the socket returned ends it."""
+    sock = socket.create_connection(("127.0.0.1", watchdog.port), timeout=PATIENCE)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert wait_until(lambda: "http_requests_in_flight 1" in watchdog.metrics(), timeout=10)
+    return sock
 
 
 def http_settings(port: int) -> dict[str, str]:
@@ -183,9 +180,9 @@ def test_an_early_answer_to_a_32_mib_upload_reaches_the_client(
     root.mkdir()
     (root / "file.txt").write_text("a static file\n")
     watchdog = watchdog_factory(exec_timeout="30s", write_timeout="30s", **settings(root))
-    if case != "max_inflight 429":
-        assert wait_until(lambda: health(watchdog) == 200, timeout=10)
-    else:
-        hold_the_only_slot(watchdog)
-    expected = small_upload(watchdog, target, method)
-    assert CLIENTS[client](watchdog, target, method) == expected
+    assert wait_until(lambda: health(watchdog) == 200, timeout=10)
+    with contextlib.ExitStack() as held:
+        if case == "max_inflight 429":
+            held.enter_context(hold_the_only_slot(watchdog))
+        expected = small_upload(watchdog, target, method)
+        assert CLIENTS[client](watchdog, target, method) == expected

@@ -614,10 +614,26 @@ def test_expect_100_continue_is_answered_and_the_body_forwarded(shared: Watchdog
     assert b"5 " + hashlib.sha256(b"hello").hexdigest().encode() in received
 
 
-def test_stale_pooled_connection_is_retried_once_on_a_new_connection(shared: Watchdog) -> None:
+def test_stale_pooled_connection_is_retried_once_for_a_get(shared: Watchdog) -> None:
     assert request(shared, "POST", "/then-drop", b"")[0] == 200
     # The upstream closes the pooled connection when this request arrives on it.
-    seen = echo(shared, body=b"sent twice")
+    seen = echo(shared, method="GET")
+    assert seen["method"] == "GET"
+    shared.wait_for_log("stderr: dropped GET /echo HTTP/1.1")
+
+
+def test_a_post_dropped_by_the_upstream_is_not_sent_again(shared: Watchdog) -> None:
+    assert request(shared, "POST", "/then-drop", b"")[0] == 200
+    status, headers, body = request(shared, "POST", "/echo?once=1", b"charge the card")
+    assert status == 502, body
+    assert headers.get("X-OpenFaaS-Internal") == "of-watchdog"
+    shared.wait_for_log("stderr: dropped POST /echo?once=1 HTTP/1.1")
+    assert shared.log().count("dropped POST /echo?once=1 ") == 1
+
+
+def test_a_post_with_an_idempotency_key_is_sent_again(shared: Watchdog) -> None:
+    assert request(shared, "POST", "/then-drop", b"")[0] == 200
+    seen = echo(shared, body=b"sent twice", headers=[("Idempotency-Key", "k-1")])
     assert seen["body"] == "sent twice"
     shared.wait_for_log("stderr: dropped POST /echo HTTP/1.1")
 
@@ -628,7 +644,8 @@ def test_stale_pooled_connection_is_retried_with_the_body_streamed_so_far(
     assert request(shared, "POST", "/then-drop?after=body", b"")[0] == 200
     with raw_connection(shared) as sock:
         sock.sendall(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Idempotency-Key: k-2\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
         )
         shared.wait_for_log("stderr: dropped POST /echo HTTP/1.1")
         sock.sendall(b"6\r\nsecond\r\n0\r\n\r\n")
@@ -644,7 +661,8 @@ def test_stale_pooled_connection_is_not_retried_once_more_body_went_out_than_is_
     big = b"x" * (100 * 1024)
     with raw_connection(shared) as sock:
         sock.sendall(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n" % len(big)
             + big
             + b"\r\n"

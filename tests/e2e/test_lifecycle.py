@@ -90,9 +90,23 @@ def test_suppress_lock_writes_no_lock_file_and_is_healthy_from_the_start(
 # --- /_/ready and max_inflight --------------------------------------------------------------------
 
 
-def test_ready_is_ok_when_healthy(watchdog_factory: Factory) -> None:
+def test_ready_is_ok_when_healthy_with_an_empty_body_as_go(watchdog_factory: Factory) -> None:
     watchdog = serving(watchdog_factory(fprocess="cat"))
-    assert probe(watchdog, "/_/ready") == (200, b"OK")
+    assert probe(watchdog, "/_/ready") == (200, b"")
+    for path in ("/_/ready", "/_/health"):
+        _, headers, _ = watchdog.request("GET", path)
+        assert headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_max_inflight_429_says_what_go_says(watchdog_factory: Factory) -> None:
+    watchdog = serving(watchdog_factory(fprocess=SLOW_FUNCTION, max_inflight="1"))
+    sock, _ = start_slow_request(watchdog, 2)
+    with sock:
+        status, _, body = watchdog.request("POST", "/", body=b"more")
+    assert (status, body) == (
+        429,
+        b"Concurrent request limit exceeded. Max concurrent requests: 1\n",
+    )
 
 
 def test_max_inflight_full_makes_ready_and_requests_429_until_a_request_ends(
@@ -111,7 +125,7 @@ def test_max_inflight_full_makes_ready_and_requests_429_until_a_request_ends(
         assert body.count(b"\n") <= 1
         received = read_until(sock, CHUNKED_END, received)
     assert b"second\n" in received
-    assert probe(watchdog, "/_/ready") == (200, b"OK")
+    assert probe(watchdog, "/_/ready") == (200, b"")
     assert watchdog.request("POST", "/", body=b"")[::2] == (200, b"first\nsecond\n")
 
 

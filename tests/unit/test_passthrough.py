@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from fwatchdog.http.passthrough import ResponsePassthrough, is_whole_request
+from fwatchdog.http.connection import is_whole_message as is_whole_request
+from fwatchdog.http.passthrough import ResponsePassthrough
 
 ADDED = b"X-Duration-Seconds: 0.000100\r\n"
 DATE_LINE = rb"Date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n"

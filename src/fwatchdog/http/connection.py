@@ -1,13 +1,20 @@
-"""One client connection: httptools callbacks in, `Request`s to the handler, responses out.
+"""One client connection: bytes in through httptools, each request to the handler once, the
+answers out through one `Writer`.
 
-Requests on a connection are answered one at a time, in order (pipelining). A request whose
-whole message arrived in one read, on a connection with nothing else to answer, is first
-offered to the handler's `answer_now`, which may answer it from the parser callback (probes,
-cached files) or start an answer that callbacks finish (http mode): no task, no await; the
-connection holds later requests until that answer is done. Reading stops
-whenever the current body has more than a small window buffered or too many requests wait,
-and writing producers wait while the socket's buffer is above its high-water mark, so neither
-a slow client nor a slow function makes the watchdog hold more than a fixed amount.
+Every request goes the same way: once its head is parsed, and its body has arrived or the
+read it came in is used up, the handler's `serve` is called with a `Request` and a
+`Response`. It answers at once (probes, cached files), starts an answer that callbacks finish
+(a proxied request), or returns an awaitable that the connection runs in a task (a forked
+function, a streamed body). Requests on a connection are answered one at a time, in order
+(pipelining). Where the connection stands is `ConnectionState` (http/state.py).
+
+An answer sent before its request's body was read (a 429, a function that did not read
+stdin) must still reach clients that send their whole body before reading: the rest of a
+small body is skipped and the connection kept; otherwise the connection is half-closed and
+the rest read and dropped for a while (a lingering close, as nginx does), never reset.
+Reading stops while the current body has more than a small window buffered or too many
+requests wait, and producers wait while the socket's buffer is full, so neither a slow
+client nor a slow function makes the watchdog hold more than a fixed amount.
 """
 
 from __future__ import annotations
@@ -21,37 +28,18 @@ from typing import Protocol
 
 import httptools
 
-from fwatchdog.http.passthrough import is_whole_request
+from fwatchdog.http import state as st
+from fwatchdog.http.headers import split_target
 from fwatchdog.http.request import (
     ClientDisconnectedError,
     ReadTimeoutError,
     Request,
     RequestBody,
-    split_target,
 )
 from fwatchdog.http.response import Response
-from fwatchdog.http.write_batch import WriteBatch
+from fwatchdog.http.state import ConnectionState
+from fwatchdog.http.writer import Writer, batch_of
 
-Handler = Callable[[Request, Response], Awaitable[None]]
-# A handler may also have `answer_now(request, response) -> bool`, for a request whose body has
-# fully arrived: True when it has answered, or has started an answer that callbacks will
-# finish (`Response.when_done` tells when); False, leaving `response` untouched, to have the
-# handler itself answer it.
-AnswerNow = Callable[[Request, Response], bool]
-# And `answer_whole(conn, method, target, headers, raw, content_length) -> bool`, offered
-# first, before any Request or Response is made, an HTTP/1.1 keep-alive request whose whole
-# message is `raw`, the one read it came in (no body, or one framed by Content-Length), on a
-# connection with nothing else to answer: True when it has written the whole answer with
-# `conn.write`, or has begun one and called `conn.hold(pending)`, then `conn.release()` once
-# it is complete. The cheapest way through, for answers made of bytes ready to go.
-AnswerWhole = Callable[
-    ["HttpConnection", str, str, list[tuple[str, str]], bytes, "int | None"], bool
-]
-# And `answer_known(conn, data) -> bool`, offered before the parser sees it a read that
-# arrives between requests on an idle connection: True when `data` is, byte for byte, a whole
-# request the handler answered on that lane before and it has answered it again (with
-# `conn.write`, complete). The parser is not fed: it stays between requests, as it would be.
-AnswerKnown = Callable[["HttpConnection", bytes], bool]
 OnError = Callable[[str], None]
 
 WRITE_HIGH_WATER = 64 * 1024
@@ -59,13 +47,21 @@ MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
 DEADLINE_TICK = 0.1
 UPGRADE_BUFFER_LIMIT = 64 * 1024
+# The rest of a body its answer did not need is skipped, keeping the connection, up to this.
+SKIP_BODY_MAX = 64 * 1024
+# A lingering close reads and drops the client's bytes for at most this long and this much.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 256 * 1024 * 1024
+HEAD_END = b"\r\n\r\n"
 
 
-class Pending(Protocol):
-    """An answer that callbacks will finish, held by the connection until then."""
+class Handler(Protocol):
+    """What answers requests (the router; the metrics endpoint)."""
 
-    def abandon(self) -> None:
-        """The client went away: stop producing the answer, and finish it."""
+    def serve(self, request: Request, response: Response) -> Awaitable[None] | None:
+        """Answer `request`: None once it is answered, or once callbacks will finish the
+        answer (`response.when_done` tells when); otherwise an awaitable that answers it,
+        which the connection runs in a task of its own."""
 
 
 class HeadersTooLargeError(Exception):
@@ -83,11 +79,9 @@ class Limits:
 
 class ServerState:
     """What all connections of one listener share: live connections, for a graceful stop,
-    and one ticking timer that enforces their read and idle deadlines.
-
-    Arming and cancelling a loop timer twice per request (read, then idle) cost more than
-    the rest of a small request's connection work; a deadline is a float, checked every
-    DEADLINE_TICK seconds, so a timeout fires at most that much late.
+    whether it is closing (every answer then says `Connection: close`), and one ticking timer
+    that enforces their read, idle and linger deadlines: a deadline is a float, checked every
+    DEADLINE_TICK seconds, instead of a loop timer armed and cancelled per request.
     """
 
     def __init__(self) -> None:
@@ -115,31 +109,34 @@ class ServerState:
             conn.close_if_idle()
 
 
+def is_whole_message(raw: bytes, content_length: int | None) -> bool:
+    """Whether `raw`, one read, is exactly one request with a Content-Length body or none."""
+    head_end = raw.find(HEAD_END)
+    return head_end >= 0 and head_end + 4 + (content_length or 0) == len(raw)
+
+
 class HttpConnection(asyncio.Protocol):
     """An HTTP/1.1 server connection on the httptools (llhttp) parser."""
 
     def __init__(
         self, handler: Handler, limits: Limits, state: ServerState, on_error: OnError
     ) -> None:
-        self._handler = handler
-        self._answer_now_of_handler: AnswerNow | None = getattr(handler, "answer_now", None)
-        self._answer_whole: AnswerWhole | None = getattr(handler, "answer_whole", None)
-        self._answer_known: AnswerKnown | None = getattr(handler, "answer_known", None)
+        self._serve = handler.serve
         self._limits = limits
-        self._state = state
+        self._server = state
         self._on_error = on_error
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.Transport | None = None
-        # Bytes held for the end of the loop's turn (`write_soon`); None: nothing held.
-        self._deferred: list[bytes] | None = None
+        self._state = ConnectionState()
+        self._writer: Writer | None = None
         self._parser = httptools.HttpRequestParser(self)
+        # Requests parsed while another is answered, in order.
         self._queue: deque[Request] = deque()
+        # The request being answered, its response, and the task answering it (if any).
+        self._request: Request | None = None
+        self._response: Response | None = None
         self._runner: asyncio.Task[None] | None = None
-        # A request offered to answer_now once its message completes in the same read.
-        self._immediate: Request | None = None
-        # An answer answer_now or answer_whole started and callbacks will finish: the
-        # connection is busy until it is released.
-        self._pending: Pending | None = None
+        # A request to hand over once its message completes in this read (or the read ends).
+        self._waiting: Request | None = None
         self._current_body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
@@ -148,7 +145,6 @@ class HttpConnection(asyncio.Protocol):
         self._message_read: bytes | None = None
         self._header_bytes = 0
         self._raw_head_bytes = 0
-        self._in_headers = False
         self._reading_paused = False
         self._splicing = False
         self._writable = True
@@ -156,69 +152,63 @@ class HttpConnection(asyncio.Protocol):
         self._drain_callbacks: list[Callable[[], None]] = []
         self._read_deadline = 0.0  # 0: none
         self._idle_deadline = 0.0
-        self._closed = False
-        self._responding = False
-        # An upgrade request was parsed: what the client sends next is not HTTP; it waits
-        # here until the handler switches protocols (or the connection closes).
-        self._upgraded = False
+        self._linger_deadline = 0.0
+        self._lingered = 0
         self._upgrade_buffer = bytearray()
         self._client_eof = False
         self.remote_addr: tuple[str, int] = ("", 0)
 
-    # asyncio.Protocol
+    # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tcp: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
-        self._transport = tcp
         tcp.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._writer = Writer(tcp, batch_of(self._loop))
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote_addr = (str(peer[0]), int(peer[1]))
-        self._state.add(self)
+        self._server.add(self)
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        reading = self._state.reading
+        if reading == st.LINGER:
+            self._drop_lingering(len(data))
             return
-        if self._upgraded:
+        if reading == st.UPGRADE:
             self._hold_for_upgrade(data)
             return
-        body = self._current_body
-        if self._in_headers or body is None or body.complete:
-            if (
-                self._answer_known is not None
-                and not self._in_headers
-                and self._runner is None
-                and self._pending is None
-                and not self._queue
-                and self._known_answered(data)
-            ):
-                return
+        if reading != st.BODY:
             # A guard for one endless header line, which httptools buffers without a limit;
             # the exact count of complete headers is kept in on_header.
             self._raw_head_bytes += len(data)
             if self._raw_head_bytes > self._limits.max_header_bytes + RAW_HEAD_SLACK:
                 self._reject(431, "request headers larger than 1 MiB")
                 return
-            if not self._in_headers:
+            if reading == st.BETWEEN:
                 self._read = data  # a message that begins now begins with this read
         try:
             self._parser.feed_data(data)
-            if self._immediate is not None:
-                # Its body goes on in later reads: answer it the ordinary way.
-                self._enqueue(self._immediate)
-                self._immediate = None
         except httptools.HttpParserUpgrade as upgrade:
-            self._immediate = None  # never set for an upgrade; cleared for certain
-            self._upgraded = True
             self._hold_for_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
-            self._immediate = None
+            self._waiting = None
             if self._header_bytes > self._limits.max_header_bytes:
                 self._reject(431, "request headers larger than 1 MiB")
             else:
                 self._reject(400, f"malformed request: {error}")
+        else:
+            if (
+                self._state.reading == st.HEAD
+                and b"\n" in data
+                and self._parser.get_http_version() == "0.0"
+            ):
+                self._reject(400, "malformed request: HTTP/0.9 request line")
         finally:
             self._read = self._message_read = None
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None  # its body goes on in later reads
+            self._begin(waiting)
 
     def eof_received(self) -> bool:
         """The client closed its side: like Go's server, take it as gone and stop its work.
@@ -227,27 +217,30 @@ class HttpConnection(asyncio.Protocol):
         running for a client that has left would hold its slot until exec_timeout.
         """
         self._client_eof = True
-        body = self._current_body
-        if body is not None and not body.complete:
-            body.fail(ClientDisconnectedError("client closed the connection mid-body"))
-        if self._runner is not None and not self._runner.done():
-            self._runner.cancel()
-        if self._pending is not None:
-            self._pending.abandon()
+        if self._state.reading == st.LINGER:
+            self._close()
+            return False
+        self._client_gone(ClientDisconnectedError("client closed the connection mid-body"))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._state.connections.discard(self)
+        self._state.close()
+        if self._writer is not None:
+            self._writer.closed = True
+        self._server.connections.discard(self)
         self._cancel_timers()
+        self._client_gone(ClientDisconnectedError("client disconnected"))
+        self._wake_writers()
+
+    def _client_gone(self, error: ClientDisconnectedError) -> None:
         body = self._current_body
         if body is not None and not body.complete:
-            body.fail(ClientDisconnectedError("client disconnected"))
+            body.fail(error)
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
-        if self._pending is not None:
-            self._pending.abandon()
-        self._wake_writers()
+        response = self._response
+        if response is not None and self._runner is None:
+            response.abandon()  # an answer that callbacks were finishing
 
     def pause_writing(self) -> None:
         self._writable = False
@@ -256,13 +249,13 @@ class HttpConnection(asyncio.Protocol):
         self._writable = True
         self._wake_writers()
 
-    # httptools callbacks
+    # --- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._state.begin_request()
         self._message_read, self._read = self._read, None
         self._url = b""
         self._header_bytes = 0
         self._headers = []
-        self._in_headers = True
         self._idle_deadline = 0.0
         if self._limits.read_timeout > 0:
             self._read_deadline = self._loop.time() + self._limits.read_timeout
@@ -280,7 +273,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
+        self._state.head_complete()
         self._header_bytes = 0
         self._raw_head_bytes = 0
         parser = self._parser
@@ -300,24 +293,10 @@ class HttpConnection(asyncio.Protocol):
             elif size == 6 and name.lower() == "expect":
                 expect_continue = value.lower() == "100-continue"
         http_version = parser.get_http_version()
+        upgrade = parser.should_upgrade()
         raw = self._message_read
-        if (
-            raw is not None
-            and self._answer_whole is not None
-            and not chunked
-            and not expect_continue
-            and self._runner is None
-            and self._pending is None
-            and not self._queue
-            and not self._closed
-            and http_version == "1.1"
-            and parser.should_keep_alive()
-            and not parser.should_upgrade()
-            and is_whole_request(raw, content_length)
-            and self._offer_whole(parser, headers, raw, content_length)
-        ):
-            self._current_body = None  # the rest of this message is the handler's
-            return
+        if raw is not None and (chunked or not is_whole_message(raw, content_length)):
+            raw = None
         body = RequestBody(
             self, expect_continue and http_version == "1.1", None if chunked else content_length
         )
@@ -332,95 +311,19 @@ class HttpConnection(asyncio.Protocol):
             http_version=http_version,
             keep_alive=parser.should_keep_alive(),
             body=body,
-            upgrade=parser.should_upgrade(),
+            upgrade=upgrade,
             chunked=chunked,
             content_length=content_length,
             remote_addr=self.remote_addr,
+            raw=raw,
         )
         self._current_body = body
-        if self._closed:
-            return  # pipelined behind a response that closed the connection: never answered
-        if (
-            self._runner is None
-            and self._pending is None
-            and not self._queue
-            and not request.upgrade
-            and self._answer_now_of_handler is not None
-        ):
-            self._immediate = request
+        if upgrade:
+            self._state.upgrade_requested()
+        if self._state.answering == st.IDLE and not self._queue and not upgrade:
+            self._waiting = request
         else:
             self._enqueue(request)
-
-    def _offer_whole(
-        self,
-        parser: httptools.HttpRequestParser,
-        headers: list[tuple[str, str]],
-        raw: bytes,
-        content_length: int | None,
-    ) -> bool:
-        """Offer a whole request to the handler's `answer_whole`; True if it took it."""
-        answer_whole = self._answer_whole
-        assert answer_whole is not None
-        method = parser.get_method().decode("ascii")
-        target = self._url.decode("latin-1")
-        try:
-            if not answer_whole(self, method, target, headers, raw, content_length):
-                return False
-        except Exception as error:  # a bug in a mode must not take the server down
-            self._on_error(f"error serving {method} {target}: {error!r}")
-            self._close()  # what was written of an answer is unknown
-            return True
-        self._answered_in_callback()
-        return True
-
-    def _known_answered(self, data: bytes) -> bool:
-        """Offer a read to the handler's `answer_known`; True if it answered it."""
-        answer_known = self._answer_known
-        assert answer_known is not None
-        self._idle_deadline = 0.0  # a request has begun (on_message_begin's part)
-        try:
-            if not answer_known(self, data):
-                return False
-        except Exception as error:  # a bug in a mode must not take the server down
-            self._on_error(f"error answering a known request: {error!r}")
-            self._close()
-            return True
-        self._answered_in_callback()
-        return True
-
-    def _answered_in_callback(self) -> None:
-        """After answer_whole or answer_known: go on with the connection, unless the answer
-        is held (then `release` does, once it is complete)."""
-        if self._pending is None:
-            if self._state.closing:
-                self._close()
-            else:
-                self._arm_idle_timer()
-
-    def hold(self, pending: Pending) -> None:
-        """An answer that callbacks will finish: later requests wait for `release`."""
-        self._pending = pending
-        self._responding = True
-
-    def release(self, keep_open: bool = True) -> None:
-        """The held answer is complete: go on with the connection, or close it."""
-        self._pending = None
-        self._responding = False
-        if self._closed:
-            return
-        if not keep_open or self._state.closing:
-            self._close()
-        elif self._queue:
-            self._runner = self._loop.create_task(self._serve_queue())
-        else:
-            self._arm_idle_timer()
-
-    def _enqueue(self, request: Request) -> None:
-        self._queue.append(request)
-        if self._runner is None and self._pending is None:
-            self._runner = self._loop.create_task(self._serve_queue())
-        elif len(self._queue) > MAX_QUEUED_REQUESTS:
-            self.update_reading()
 
     def on_body(self, data: bytes) -> None:
         body = self._current_body
@@ -430,19 +333,96 @@ class HttpConnection(asyncio.Protocol):
                 self.update_reading()
 
     def on_message_complete(self) -> None:
+        if self._state.reading == st.BODY:
+            self._state.request_complete()
         self._read_deadline = 0.0
         if self._current_body is not None:
             self._current_body.finish()
-        request = self._immediate
-        if request is not None:
-            self._immediate = None
-            self._answer_now(request)
+        waiting = self._waiting
+        if waiting is not None:
+            self._waiting = None
+            self._begin(waiting)
 
-    # ReadControl, for RequestBody
+    # --- answering -------------------------------------------------------------------------
+    def _enqueue(self, request: Request) -> None:
+        self._queue.append(request)
+        if self._state.answering == st.IDLE:
+            self._begin(self._queue.popleft())
+        elif len(self._queue) > MAX_QUEUED_REQUESTS:
+            self.update_reading()
+
+    def _begin(self, request: Request) -> None:
+        """Hand `request` to the handler: the one way every request is answered."""
+        if self._state.closed:
+            return  # pipelined behind an answer that closed the connection
+        self._state.start_answer()
+        response = Response(self, request.method, request.http_version, request.keep_alive)
+        self._request = request
+        self._response = response
+        try:
+            work = self._serve(request, response)
+        except Exception as error:  # a bug must not take the server down
+            work = None
+            self._internal_error(request, response, error)
+        if work is not None:
+            self._runner = self._loop.create_task(self._run(request, response, work))
+        elif response.finished:
+            self._answered(request, response)
+        else:
+            response.when_done(lambda: self._answered(request, response))
+
+    async def _run(self, request: Request, response: Response, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except (ClientDisconnectedError, asyncio.CancelledError):
+            response.keep_alive = False
+        except Exception as error:  # a bug must not take the server down
+            self._internal_error(request, response, error)
+        self._runner = None
+        if not response.finished:
+            response.end()
+        self._answered(request, response)
+
+    def _internal_error(self, request: Request, response: Response, error: Exception) -> None:
+        self._on_error(f"error serving {request.method} {request.target}: {error!r}")
+        if response.started:
+            response.abort()
+        else:
+            response.keep_alive = False
+            response.send_text(500, "internal error in the watchdog")
+
+    def _answered(self, request: Request, response: Response) -> None:
+        """The answer is complete: go on with the next request, or end the connection."""
+        self._request = self._response = None
+        self._state.answer_done()
+        if self._state.closed:
+            return
+        keep_open = response.keep_alive and not self._server.closing
+        body = request.body
+        if self._state.reading == st.UPGRADE:
+            keep_open = False  # the protocol was not switched: what follows is not HTTP
+        elif not body.complete:
+            unread = None if body.content_length is None else body.content_length - body.received
+            body.discard()  # the rest is not wanted: the parser drops it as it arrives
+            if unread is None or unread > SKIP_BODY_MAX or body.failed:
+                keep_open = False
+            if not keep_open:
+                self._linger()
+                return
+        if not keep_open:
+            self._close()
+        elif self._queue:
+            if self._reading_paused:
+                self.update_reading()
+            self._begin(self._queue.popleft())
+        elif self._state.idle:
+            self._arm_idle_timer()
+
+    # --- ReadControl, for RequestBody ------------------------------------------------------
     def update_reading(self) -> None:
         """Pause the socket while the current body's window or the request queue is full."""
-        transport = self._transport
-        if transport is None or self._closed or self._splicing:
+        writer = self._writer
+        if writer is None or self._state.closed or self._splicing:
             return
         body = self._current_body
         should_pause = len(self._queue) > MAX_QUEUED_REQUESTS or (
@@ -450,21 +430,21 @@ class HttpConnection(asyncio.Protocol):
         )
         if should_pause and not self._reading_paused:
             self._reading_paused = True
-            transport.pause_reading()
+            writer.transport.pause_reading()
         elif not should_pause and self._reading_paused:
             self._reading_paused = False
-            transport.resume_reading()
+            writer.transport.resume_reading()
 
     def detach_for_splice(self, body: RequestBody) -> int | None:
         """Stop reading the socket and lend a duplicate of it for the rest of this body."""
-        transport = self._transport
-        if transport is None or self._closed or body is not self._current_body:
+        writer = self._writer
+        if writer is None or self._state.closed or body is not self._current_body:
             return None
-        sock = transport.get_extra_info("socket")
+        sock = writer.transport.get_extra_info("socket")
         if sock is None:
             return None
         if not self._reading_paused:
-            transport.pause_reading()
+            writer.transport.pause_reading()
             self._reading_paused = True
         self._splicing = True
         return os.dup(sock.fileno())
@@ -472,7 +452,7 @@ class HttpConnection(asyncio.Protocol):
     def reattach_after_splice(self, body: RequestBody, complete: bool) -> None:
         """The body went past the parser: start a fresh parser for the next request."""
         self._splicing = False
-        if self._closed:
+        if self._state.closed:
             return
         if complete:
             self._parser = httptools.HttpRequestParser(self)
@@ -480,30 +460,28 @@ class HttpConnection(asyncio.Protocol):
             self.update_reading()
 
     def send_continue(self) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self._transport is not None and not self._closed:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._writer is not None:
+            self._writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    # Upgrades
+    # --- upgrades --------------------------------------------------------------------------
     def _hold_for_upgrade(self, data: bytes) -> None:
         """Keep bytes sent after an upgrade request for the protocol that takes over."""
         self._upgrade_buffer += data
         if len(self._upgrade_buffer) > UPGRADE_BUFFER_LIMIT and not self._reading_paused:
             self._reading_paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+            if self._writer is not None:
+                self._writer.transport.pause_reading()
 
     def switch_protocols(self, head: bytes, protocol: asyncio.Protocol) -> asyncio.Transport:
         """Send the 101 `head` and hand the connection over to `protocol` for good."""
-        transport = self._transport
-        if not self._upgraded or transport is None or self._closed:
+        writer = self._writer
+        if self._state.reading != st.UPGRADE or writer is None:
             raise RuntimeError("switch_protocols: not an upgrade request on an open connection")
+        self._state.switch_protocols()
         self._cancel_timers()
-        self._state.connections.discard(self)  # no longer an HTTP connection to drain
-        if self._deferred is not None:
-            self.flush_deferred()
-        transport.write(head)
+        self._server.connections.discard(self)  # no longer an HTTP connection to drain
+        writer.write(head)
+        transport = writer.transport
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         held, self._upgrade_buffer = bytes(self._upgrade_buffer), bytearray()
@@ -516,79 +494,55 @@ class HttpConnection(asyncio.Protocol):
             transport.resume_reading()
         return transport
 
-    # WriteControl, for Response
+    # --- WriteControl, for Response --------------------------------------------------------
     @property
     def writable(self) -> bool:
-        return self._writable and not self._closed
+        return self._writable and not self._state.closed
+
+    @property
+    def closing(self) -> bool:
+        """The server is draining: every answer says `Connection: close`."""
+        return self._server.closing
 
     def write(self, data: bytes) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self._transport is not None and not self._closed:
-            self._transport.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self._transport is not None and not self._closed:
-            self._transport.writelines(parts)
+        if self._writer is not None:
+            self._writer.writelines(parts)
 
-    def write_soon(self, data: bytes, batch: WriteBatch) -> None:
-        """Write `data` at the end of the loop's turn, with the other writes of `batch`; any
-        later write or close of this connection goes after it."""
-        if self._transport is None or self._closed:
-            return
-        if self._deferred is None:
-            self._deferred = [data]
-            batch.add(self)
-        else:
-            self._deferred.append(data)
-
-    def flush_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, None
-        if deferred and self._transport is not None and not self._closed:
-            self._transport.writelines(deferred)
+    def write_soon(self, data: bytes) -> None:
+        """A whole answer, written at the end of the loop's turn with the other writes."""
+        if self._writer is not None:
+            self._writer.write_soon(data)
 
     async def drain(self) -> None:
-        if self._closed:
+        if self._state.closed:
             raise ClientDisconnectedError("client disconnected")
         if self._writable:
             return
         waiter = self._loop.create_future()
         self._drain_waiters.append(waiter)
         await waiter
-        if self._closed:
+        if self._state.closed:
             raise ClientDisconnectedError("client disconnected")
 
     async def lend_socket(self) -> int:
         """A duplicate of the socket for direct writes (sendfile, splice), once everything
         written through the transport has left, so that bytes keep their order."""
-        if self._deferred is not None:
-            self.flush_deferred()
-        transport = self._transport
         while True:
-            if transport is None or self._closed:
+            writer = self._writer
+            if writer is None or writer.closed:
                 raise ClientDisconnectedError("client disconnected")
-            if transport.get_write_buffer_size() == 0:
-                break
+            fd = writer.duplicate_socket()
+            if fd is not None:
+                return fd
             # Rare: only when the socket was full at this moment; libuv empties it meanwhile.
             await asyncio.sleep(0.001)
-        sock = transport.get_extra_info("socket")
-        return os.dup(sock.fileno())
-
-    def borrow_socket(self) -> int | None:
-        """A duplicate of the socket for direct writes (sendfile) now, or None while the
-        transport still holds bytes to send, which must go first."""
-        if self._deferred is not None:
-            self.flush_deferred()
-        transport = self._transport
-        if transport is None or self._closed or transport.get_write_buffer_size():
-            return None
-        sock = transport.get_extra_info("socket")
-        return None if sock is None else os.dup(sock.fileno())
 
     def on_drain(self, callback: Callable[[], None]) -> None:
-        if self._writable or self._closed:
+        if self._writable or self._state.closed:
             callback()
         else:
             self._drain_callbacks.append(callback)
@@ -602,100 +556,35 @@ class HttpConnection(asyncio.Protocol):
         for callback in callbacks:
             callback()
 
-    # Serving
-    def _answer_now(self, request: Request) -> None:
-        """Offer a complete request to the handler's synchronous path; queue it if declined."""
-        response = Response(self, request.method, request.http_version, request.keep_alive)
-        try:
-            answer_now = self._answer_now_of_handler
-            assert answer_now is not None  # requests are held for it only when it exists
-            answered = answer_now(request, response)
-        except Exception as error:  # a bug in a mode must not take the server down
-            self._on_error(f"error serving {request.method} {request.target}: {error!r}")
-            if response.started:
-                self._close()
-                return
-            response.keep_alive = False
-            response.send_text(500, "internal error in the watchdog")
-            answered = True
-        if not answered:
-            self._enqueue(request)
-            return
-        if not response.finished:
-            self.hold(response)
-            response.when_done(lambda: self.release(response.keep_alive))
-            return
-        if response.keep_alive and not self._state.closing:
-            self._arm_idle_timer()
-        else:
-            self._close()
+    def abort(self) -> None:
+        """Drop the connection at once (a response that can no longer be completed)."""
+        if self._writer is not None:
+            self._writer.abort()
 
-    async def _serve_queue(self) -> None:
-        """Answer queued requests in order until the queue is empty or the connection ends."""
-        try:
-            while self._queue and not self._closed:
-                request = self._queue.popleft()
-                if self._reading_paused:
-                    self.update_reading()
-                keep_open = await self._serve_one(request)
-                if not keep_open:
-                    self._close()
-                    return
-        finally:
-            self._runner = None
-        if self._state.closing:
-            self._close()
-        else:
-            self._arm_idle_timer()
-
-    async def _serve_one(self, request: Request) -> bool:
-        """Run the handler for one request; True when the connection may carry another."""
-        response = Response(self, request.method, request.http_version, request.keep_alive)
-        self._responding = True
-        try:
-            await self._handler(request, response)
-        except ClientDisconnectedError:
-            return False
-        except Exception as error:  # a bug in a mode must not take the server down
-            self._on_error(f"error serving {request.method} {request.target}: {error!r}")
-            if response.started:
-                return False
-            response.keep_alive = False
-            response.send_text(500, "internal error in the watchdog")
-        finally:
-            self._responding = False
-        if not response.finished:
-            response.end()
-        body = request.body
-        if not body.complete:
-            # The mode did not read the whole body: the next request cannot be found in it.
-            body.discard()
-            return False
-        if self._upgraded:
-            return False  # the protocol was not switched, and what follows is not HTTP
-        return response.keep_alive and not self._state.closing
-
-    # Errors, timers, closing
+    # --- errors, timers, closing -----------------------------------------------------------
     def _reject(self, status: int, reason: str) -> None:
         """Answer a request we could not parse, then close: the byte stream is lost."""
-        if self._transport is None or self._closed:
+        if self._state.closed or self._state.reading == st.LINGER:
             return
-        if not self._responding and not self._queue:
+        if self._state.answering == st.IDLE and not self._queue:
             response = Response(self, "GET", "1.1", keep_alive=False)
             response.send_text(status, reason)
-        self._close()
+        self._linger()
 
     def check_deadlines(self, now: float) -> None:
-        """Called by the server's ticker: act on a passed read or idle deadline."""
+        """Called by the server's ticker: act on a passed read, idle or linger deadline."""
         if self._read_deadline and now >= self._read_deadline:
             self._read_deadline = 0.0
             self._on_read_timeout()
         if self._idle_deadline and now >= self._idle_deadline:
             self._idle_deadline = 0.0
             self._close()
+        if self._linger_deadline and now >= self._linger_deadline:
+            self._linger_deadline = 0.0
+            self._close()
 
     def _on_read_timeout(self) -> None:
-        if self._in_headers:
+        if self._state.reading == st.HEAD:
             self._reject(408, "read_timeout exceeded while reading the request headers")
             return
         body = self._current_body
@@ -703,27 +592,42 @@ class HttpConnection(asyncio.Protocol):
             body.fail(ReadTimeoutError("read_timeout exceeded while reading the request body"))
 
     def _arm_idle_timer(self) -> None:
-        if self._limits.idle_timeout > 0 and not self._closed:
+        if self._limits.idle_timeout > 0 and not self._state.closed:
             self._idle_deadline = self._loop.time() + self._limits.idle_timeout
 
     def _cancel_timers(self) -> None:
         self._idle_deadline = 0.0
         self._read_deadline = 0.0
+        self._linger_deadline = 0.0
 
     def close_if_idle(self) -> None:
-        if self._runner is None and self._pending is None and not self._in_headers:
+        if self._state.idle and not self._queue and self._waiting is None:
+            self._close()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop what the client still sends, for a while: a client
+        that sends its whole body before reading gets the answer instead of a reset."""
+        writer = self._writer
+        if writer is None or self._state.closed:
+            return
+        if self._client_eof:
+            self._close()
+            return
+        self._state.linger()
+        self._cancel_timers()
+        self._linger_deadline = self._loop.time() + LINGER_SECONDS
+        writer.half_close()
+        if self._reading_paused or self._splicing:
+            self._reading_paused = False
+            writer.transport.resume_reading()
+
+    def _drop_lingering(self, size: int) -> None:
+        self._lingered += size
+        if self._lingered > LINGER_BYTES:
             self._close()
 
     def _close(self) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self._transport is not None and not self._closed:
-            self._closed = True
+        if self._writer is not None and not self._state.closed:
+            self._state.close()
             self._cancel_timers()
-            self._transport.close()
-
-    def abort(self) -> None:
-        """Drop the connection at once (a response that can no longer be completed)."""
-        self._deferred = None
-        if self._transport is not None:
-            self._transport.abort()
+            self._writer.close()

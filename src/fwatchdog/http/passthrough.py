@@ -14,26 +14,19 @@ from __future__ import annotations
 import httptools
 
 from fwatchdog.http.dates import date_line_ending_head
-from fwatchdog.http.recent import Recent
+from fwatchdog.http.headers import HOP_BY_HOP
 
 HEAD_END = b"\r\n\r\n"
 
 # Response fields that send a response the long way: hop-by-hop ones other than Connection
 # (RFC 9110 7.6.1), chunked framing, and the header the watchdog adds itself.
 _UNUSUAL_RESPONSE_FIELDS = frozenset(
-    (b"transfer-encoding", b"keep-alive", b"te", b"trailer", b"upgrade", b"x-duration-seconds")
+    {name.encode() for name in HOP_BY_HOP - {"connection"}} | {b"x-duration-seconds"}
 )
 _ONLY_OPTIONS = (b"keep-alive", b"close")
-# Distinct responses remembered (the oldest forgotten first), and the largest.
+# Distinct responses remembered (all forgotten when full), and the largest.
 KNOWN_RESPONSES = 64
 KNOWN_RESPONSE_MAX = 4096
-
-
-def is_whole_request(raw: bytes, content_length: int | None) -> bool:
-    """Whether `raw`, one read from the client, is exactly one request with a
-    Content-Length body (or none): nothing before it, nothing after it."""
-    head_end = raw.find(HEAD_END)
-    return head_end >= 0 and head_end + 4 + (content_length or 0) == len(raw)
 
 
 class PassedResponse:
@@ -82,7 +75,7 @@ class ResponsePassthrough:
         self._parser = httptools.HttpResponseParser(self)
         # Responses accepted before, byte for byte -> what passing them on needs: a server
         # answers the same bytes all through a second (its Date changes once a second).
-        self._known: Recent[PassedResponse] = Recent(KNOWN_RESPONSES, KNOWN_RESPONSE_MAX)
+        self._known: dict[bytes, PassedResponse] = {}
         self._messages = 0
         self._complete = False
         self._keeps_alive = False
@@ -127,7 +120,7 @@ class ResponsePassthrough:
         parser = self._parser
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._parser = httptools.HttpResponseParser(self)
             return None
         if not self._complete or self._messages != 1:
@@ -145,5 +138,9 @@ class ResponsePassthrough:
         passed = PassedResponse(
             status, fields, self._has_date, data[head_end + 4 :], self._keeps_alive
         )
-        self._known.remember(data, passed)
+        known = self._known
+        if len(data) <= KNOWN_RESPONSE_MAX:
+            if len(known) >= KNOWN_RESPONSES:
+                known.clear()  # bounded; a server's answers change once a second (Date)
+            known[data] = passed
         return passed

@@ -94,6 +94,11 @@ class RequestBody:
             self._wake()
 
     @property
+    def failed(self) -> bool:
+        """Whether it ended in an error (read_timeout, the client gone)."""
+        return self._error is not None
+
+    @property
     def over_high_water(self) -> bool:
         return self.buffered > HIGH_WATER
 
@@ -230,6 +235,9 @@ class Request:
     remote_addr: tuple[str, int] = ("", 0)
     # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
     upgrade: bool = False
+    # The whole message as it arrived, when it came alone in one read with a Content-Length
+    # body or none: a proxy may pass it on as it is.
+    raw: bytes | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case."""
@@ -244,21 +252,3 @@ def header_value(headers: list[tuple[str, str]], lowered: str) -> str | None:
         if len(key) == size and key.lower() == lowered:
             return value
     return None
-
-
-def split_target(target: str) -> tuple[str, str]:
-    """Decoded path and raw query of a request-target (origin or absolute form)."""
-    if target[:1] == "/" and "?" not in target and "%" not in target and "#" not in target:
-        return target, ""  # the common case, decided in four string scans
-    if "://" in target:
-        # absolute-form: drop scheme and authority.
-        after_scheme = target.split("://", 1)[1]
-        slash = after_scheme.find("/")
-        target = after_scheme[slash:] if slash >= 0 else "/"
-    raw_path, _, query = target.partition("?")
-    raw_path = raw_path.split("#", 1)[0]
-    if "%" in raw_path:
-        from urllib.parse import unquote  # not at start-up: it costs 0.8 MiB, see config.py
-
-        raw_path = unquote(raw_path)
-    return raw_path or "/", query.split("#", 1)[0]

@@ -117,7 +117,12 @@ class WriteControl(Protocol):
     @property
     def writable(self) -> bool: ...
 
+    @property
+    def closing(self) -> bool: ...
+
     def write(self, data: bytes) -> None: ...
+
+    def write_soon(self, data: bytes) -> None: ...
 
     def writelines(self, parts: list[bytes]) -> None: ...
 
@@ -265,7 +270,9 @@ class Response:
 
     def _connection_line(self) -> bytes:
         """Connection, when the version's default is not what happens: close on HTTP/1.1,
-        keep-alive on HTTP/1.0."""
+        keep-alive on HTTP/1.0. A draining server keeps no connection."""
+        if self.keep_alive and self._conn.closing:
+            self.keep_alive = False
         if not self.keep_alive and not self._http10:
             return b"Connection: close\r\n"
         if self.keep_alive and self._http10:
@@ -425,22 +432,32 @@ class Response:
         self._remaining = 0
         end = self._connection_line() + date_line_ending_head()
         if self._is_head or not body or status in NO_BODY_STATUSES:
-            self._conn.writelines([head, end])
+            self._conn.write_soon(head + end)
         else:
             self.bytes_sent = len(body)
-            self._conn.writelines([head, end, body])
+            self._conn.write_soon(b"".join((head, end, body)))
         self._finish()
+
+    @property
+    def may_pass_through(self) -> bool:
+        """Whether `send_passthrough` may answer: an HTTP/1.1 request, not HEAD, that keeps
+        its connection on a server that is not draining."""
+        return self.keep_alive and not self._http10 and not self._is_head and not self._conn.closing
 
     def send_passthrough(self, status: int, message: bytes, body_length: int) -> None:
         """A complete response passed on as bytes (http/passthrough.py made them): head and
-        body, framed by Content-Length, for an HTTP/1.1 request that keeps the connection."""
+        body, framed by Content-Length, with no Connection field (`may_pass_through`)."""
         if self.started:
             raise RuntimeError("response already started")
+        if self._conn.closing:  # it began to drain meanwhile: say so
+            self.keep_alive = False
+            line_end = message.index(b"\r\n") + 2
+            message = b"%bConnection: close\r\n%b" % (message[:line_end], message[line_end:])
         self.status = status
         self.started = True
         self._remaining = 0
         self.bytes_sent = body_length
-        self._conn.write(message)
+        self._conn.write_soon(message)
         self._finish()
 
     def send_text(self, status: int, text: str) -> None:

@@ -8,7 +8,7 @@ import (tens of milliseconds) out of start-up and its locks out of every request
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fwatchdog.http.request import Request
@@ -152,6 +152,10 @@ class Metrics:
             return self.render()
         finally:
             self._peer_snapshots = []
+
+    def serve(self, request: Request, response: Response) -> Coroutine[Any, Any, None]:
+        """The metrics listener's handler (HttpConnection's): its one route, in a task."""
+        return self.handle(request, response)
 
     async def handle(self, request: Request, response: Response) -> None:
         """The metrics listener's only route."""

@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from fwatchdog.http.write_batch import WriteBatch
+from fwatchdog.http.writer import Writer, batch_of
 
 # Idle connections kept for reuse; Go's transport keeps 100 per host.
 MAX_IDLE = 100
@@ -73,7 +73,6 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one request at a time."""
 
     __slots__ = (
-        "_deferred",
         "_drain_waiter",
         "_fresh_parser",
         "_headers",
@@ -89,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_until_eof",
         "_upgrading",
         "_writable",
+        "_writer",
         "body_complete",
         "closed",
         "idle_since",
@@ -114,8 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._leftover = b""
         self._lost = False
         self.transport: asyncio.Transport | None = None
-        # Bytes held for the end of the loop's turn (`write_soon`); None: nothing held.
-        self._deferred: list[bytes] | None = None
+        self._writer: Writer | None = None
         # Per request: any byte of the response arrived; the request body was all written.
         self.received = False
         self.body_complete = True
@@ -152,32 +151,17 @@ class UpstreamConnection(asyncio.Protocol):
         return self._writable
 
     def write(self, data: bytes) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
-        if self.transport is not None and not self.closed:
-            self.transport.writelines(parts)
+        if self._writer is not None:
+            self._writer.writelines(parts)
 
-    def write_soon(self, data: bytes, batch: WriteBatch) -> None:
-        """Write `data` at the end of the loop's turn, with the other writes of `batch`; any
-        later write or close of this connection goes after it."""
-        if self.transport is None or self.closed:
-            return
-        if self._deferred is None:
-            self._deferred = [data]
-            batch.add(self)
-        else:
-            self._deferred.append(data)
-
-    def flush_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, None
-        if deferred and self.transport is not None and not self.closed:
-            self.transport.writelines(deferred)
+    def write_soon(self, data: bytes) -> None:
+        """A whole request, written at the end of the loop's turn with the other writes."""
+        if self._writer is not None:
+            self._writer.write_soon(data)
 
     async def drain(self) -> None:
         """Wait until the upstream takes more body bytes (or the connection ends)."""
@@ -201,17 +185,14 @@ class UpstreamConnection(asyncio.Protocol):
         """Drop the connection at once (a request that cannot be finished on it)."""
         self._sink = None
         self._take_whole = None
-        self._deferred = None
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        if self._writer is not None:
+            self._writer.abort()
 
     def close(self) -> None:
-        if self._deferred is not None:
-            self.flush_deferred()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def hand_over(self, protocol: asyncio.Protocol) -> None:
         """After a 101: the connection now belongs to `protocol` (a tunnel), with the bytes
@@ -234,6 +215,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's TCPTransport is a Transport in all but its base classes.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._writer = Writer(self.transport, batch_of(self._loop))
 
     def data_received(self, data: bytes) -> None:
         if self._sink is None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 import httptools
 
+from fwatchdog.http.headers import end_to_end, end_to_end_raw, origin_form
 from fwatchdog.http.request import ClientDisconnectedError, Request
 from fwatchdog.http.response import Response
 from fwatchdog.process.pipes import DEFAULT_PIPE_SIZE, PipeReader, PipeWriter
@@ -22,13 +23,11 @@ from fwatchdog.process.spawn import FunctionProcess, Program, describe_exit, for
 from fwatchdog.telemetry.logs import Log
 from fwatchdog.upstream.client import delimited_by_eof
 
-# Hop-by-hop fields (RFC 9110 7.6.1): never forwarded in either direction. Towards the function
-# we also write the framing ourselves (always a `Content-Length`) and answer 100-continue.
-_HOP_BY_HOP = ("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade")
-_NOT_FORWARDED = frozenset((*_HOP_BY_HOP, "content-length", "expect"))
-# Back to the client: the HTTP layer writes Date and the framing (Content-Length stays: the
-# HTTP layer frames the body with it).
-_NOT_RETURNED = frozenset(name.encode() for name in (*_HOP_BY_HOP, "date"))
+# Towards the function we write the framing ourselves (always a `Content-Length`) and answer
+# 100-continue; back to the client the HTTP layer writes Date (Content-Length stays: it frames
+# the body with it). Hop-by-hop fields are http/headers.py's business.
+_NOT_FORWARDED = frozenset(("content-length", "expect"))
+_NOT_RETURNED = frozenset((b"date",))
 # After the function answered, how long the rest of the request body may take to enter its
 # stdin before the stream is declared out of step.
 BODY_SETTLE = 1.0
@@ -328,17 +327,11 @@ async def _read_body(request: Request, length: int) -> bytes:
 
 
 def _request_head(request: Request, method: str, content_length: int) -> bytes:
-    """Request line with the raw target, the client's end-to-end headers, Content-Length."""
-    listed: set[str] = set()
-    for name, value in request.headers:
-        if name.lower() == "connection":
-            listed.update(token.strip().lower() for token in value.split(","))
-    lines = [f"{method} {request.target} HTTP/1.1\r\n"]
-    for name, value in request.headers:
-        lowered = name.lower()
-        if lowered in _NOT_FORWARDED or lowered.startswith("proxy-") or lowered in listed:
-            continue
-        lines.append(f"{name}: {value}\r\n")
+    """Request line with the origin-form target, the end-to-end headers, Content-Length."""
+    lines = [f"{method} {origin_form(request.target)} HTTP/1.1\r\n"]
+    lines.extend(
+        f"{name}: {value}\r\n" for name, value in end_to_end(request.headers, _NOT_FORWARDED)
+    )
     # Spelled exactly so: the published Node.js client looks it up case-sensitively.
     lines.append(f"Content-Length: {content_length}\r\n\r\n")
     return "".join(lines).encode("latin-1")
@@ -346,12 +339,4 @@ def _request_head(request: Request, method: str, content_length: int) -> bytes:
 
 def _returned_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The function's response headers minus hop-by-hop ones, as the HTTP layer takes them."""
-    listed: set[bytes] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b","))
-    return [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in raw
-        if name.lower() not in _NOT_RETURNED and name.lower() not in listed
-    ]
+    return end_to_end_raw(raw, _NOT_RETURNED)

@@ -9,18 +9,11 @@ client's pace. Anything that must not be served is a plain 404, whatever the rea
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from dataclasses import dataclass
 
-from fwatchdog.http.connection import HttpConnection
-from fwatchdog.http.dates import date_line_ending_head
-from fwatchdog.http.recent import Recent
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response, prepared_head
-from fwatchdog.http.write_batch import WriteBatch
-from fwatchdog.modes.base import Ledger
 from fwatchdog.modes.static.cache import CachedFile, FileCache, FileFacts, identity_of
 from fwatchdog.modes.static.headers import (
     TEXT_HTML,
@@ -46,11 +39,9 @@ from fwatchdog.modes.static.paths import (
     parse_url_path,
     raw_path_of,
 )
-from fwatchdog.modes.static.sender import FileSender
-from fwatchdog.runtime.deadlines import Deadlines
 from fwatchdog.settings.config import Config
 from fwatchdog.settings.errors import StartupError
-from fwatchdog.telemetry.logs import Log, RequestLine
+from fwatchdog.telemetry.logs import Log
 
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
@@ -60,10 +51,6 @@ RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 # Files up to this size are kept in memory once served; the cache holds at most CACHE_BYTES.
 CACHE_FILE_MAX = 256 * 1024
-# Distinct requests remembered for answer_known (the oldest forgotten first), and the largest.
-KNOWN_REQUESTS = 1024
-KNOWN_REQUEST_MAX = 1024
-SEND_DEADLINE_TICK = 0.05  # write_timeout of a file sent without a task fires at most this late
 
 
 class StaticMode:
@@ -74,12 +61,6 @@ class StaticMode:
         self._log = log
         self._root: StaticRoot | None = None
         self._cache = FileCache()
-        # Request bytes answer_whole answered from memory -> what answer_known needs to
-        # answer them again: the request's log line and its file's cache key.
-        self._known: Recent[tuple[RequestLine, str]] = Recent(KNOWN_REQUESTS, KNOWN_REQUEST_MAX)
-        self._deadlines: Deadlines | None = None  # write_timeout of FileSenders; made on the loop
-        # The whole lane's answers, written together at the end of the loop's turn.
-        self._writes = WriteBatch(asyncio.get_running_loop())
 
     async def start(self) -> None:
         try:
@@ -91,76 +72,6 @@ class StaticMode:
 
     async def stop(self) -> None:
         self._cache.close()
-
-    def answer_whole(
-        self,
-        conn: HttpConnection,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        raw: bytes,
-        content_length: int | None,
-        ledger: Ledger,
-    ) -> bool:
-        """A hot file asked for without conditions, answered in one write from the cache
-        before any Request or Response is made; anything else goes the usual way."""
-        if content_length or method not in ALLOWED_METHODS:
-            return False
-        started = time.perf_counter()
-        key = raw_path_of(target)
-        cached = self._cache.get(key)
-        if cached is None or (headers and _may_condition(headers)):
-            return False
-        line = ledger.line_of(method, target, headers)
-        if cached.body is None and method != "HEAD":
-            return self._send_large(conn, cached, ledger, line)
-        size = _send_from_memory(conn, cached, method, self._writes)
-        ledger.record(line, 200, size, time.perf_counter() - started)
-        self._known.remember(raw, (line, key))
-        return True
-
-    def answer_known(self, conn: HttpConnection, data: bytes, ledger: Ledger) -> bool:
-        """The same request bytes as one answer_whole answered from memory before: the same
-        answer (with today's Date), as long as the cached file is still what is on disk."""
-        known = self._known.get(data)
-        if known is None:
-            return False
-        started = time.perf_counter()
-        line, key = known
-        cached = self._cache.get(key)
-        if cached is None or cached.body is None:
-            return False
-        size = _send_from_memory(conn, cached, line.method, self._writes)
-        ledger.record(line, 200, size, time.perf_counter() - started)
-        return True
-
-    def _send_large(
-        self,
-        conn: HttpConnection,
-        cached: CachedFile,
-        ledger: Ledger,
-        line: RequestLine,
-    ) -> bool:
-        """A large file whose head is cached, by sendfile without a task (FileSender)."""
-        try:
-            file_fd = os.open(cached.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        if identity_of(os.fstat(file_fd)) != cached.identity:
-            os.close(file_fd)
-            return False  # changed since: the general path looks at it afresh
-        socket_fd = conn.borrow_socket()
-        if socket_fd is None:
-            os.close(file_fd)
-            return False
-        deadlines = self._deadlines
-        if deadlines is None:
-            deadlines = self._deadlines = Deadlines(tick=SEND_DEADLINE_TICK)
-        head = cached.head_200 + date_line_ending_head()
-        size = cached.facts.validators.size
-        sender = FileSender(conn, socket_fd, file_fd, head, size, ledger, deadlines, line)
-        sender.start(self._config.write_timeout)
-        return True
 
     def answer_now(self, request: Request, response: Response) -> bool:
         """A hot file straight from the cache; anything else goes through `handle`."""
@@ -302,26 +213,10 @@ class StaticMode:
                 self._cache.put(raw_path, entry)
             self._send_cached(request, response, entry)
             return
-        if size == st.st_size:
-            # Its head, for answer_whole to send it by sendfile without a task next time.
-            head = prepared_head(200, [*facts.headers(), ("Content-Length", str(size))])
-            self._cache.put(raw_path, CachedFile(opened.path, identity_of(st), facts, None, head))
         outcome = _Outcome.decide(conditions_of(request.headers), facts)
         if request.method == "HEAD":
             outcome.send_body = False
         await outcome.send_from_file(response, opened.fd)
-
-
-def _send_from_memory(
-    conn: HttpConnection, cached: CachedFile, method: str, batch: WriteBatch
-) -> int:
-    """A cached file's 200 in one write at the end of the loop's turn (its head alone for
-    HEAD); the body bytes sent."""
-    if method == "HEAD" or cached.body is None:
-        conn.write_soon(cached.head_200 + date_line_ending_head(), batch)
-        return 0
-    conn.write_soon(b"".join((cached.head_200, date_line_ending_head(), cached.body)), batch)
-    return len(cached.body)
 
 
 def _may_condition(headers: list[tuple[str, str]]) -> bool:

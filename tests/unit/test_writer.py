@@ -1,4 +1,4 @@
-"""WriteBatch: writes held to the end of the loop's turn, in order, and never behind a later
+"""Writer: writes held to the end of the loop's turn, in order, and never behind a later
 write of the same connection (real sockets, uvloop, HttpConnection)."""
 
 import asyncio
@@ -10,11 +10,11 @@ import uvloop
 from fwatchdog.http.connection import HttpConnection, Limits, ServerState
 from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
-from fwatchdog.http.write_batch import WriteBatch
 
 
-async def _unused_handler(request: Request, response: Response) -> None:
-    raise AssertionError("no request is sent in these tests")
+class _UnusedHandler:
+    def serve(self, request: Request, response: Response) -> None:
+        raise AssertionError("no request is sent in these tests")
 
 
 async def _connection() -> tuple[HttpConnection, socket.socket]:
@@ -22,7 +22,7 @@ async def _connection() -> tuple[HttpConnection, socket.socket]:
     theirs.setblocking(False)
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_connection(
-        lambda: HttpConnection(_unused_handler, Limits(), ServerState(), print), sock=ours
+        lambda: HttpConnection(_UnusedHandler(), Limits(), ServerState(), print), sock=ours
     )
     assert isinstance(protocol, HttpConnection)
     return protocol, theirs
@@ -37,12 +37,11 @@ def _received(sock: socket.socket) -> bytes:
 
 def test_held_writes_go_out_at_the_end_of_the_turn_in_order() -> None:
     async def scenario() -> None:
-        batch = WriteBatch(asyncio.get_running_loop())
         first, first_peer = await _connection()
         second, second_peer = await _connection()
-        first.write_soon(b"a1 ", batch)
-        second.write_soon(b"b1 ", batch)
-        first.write_soon(b"a2", batch)
+        first.write_soon(b"a1 ")
+        second.write_soon(b"b1 ")
+        first.write_soon(b"a2")
         assert _received(first_peer) == b"" and _received(second_peer) == b""
         await asyncio.sleep(0.01)
         assert _received(first_peer) == b"a1 a2"
@@ -53,14 +52,13 @@ def test_held_writes_go_out_at_the_end_of_the_turn_in_order() -> None:
 
 def test_a_later_write_or_close_goes_after_what_is_held() -> None:
     async def scenario() -> None:
-        batch = WriteBatch(asyncio.get_running_loop())
         conn, peer = await _connection()
-        conn.write_soon(b"held ", batch)
+        conn.write_soon(b"held ")
         conn.write(b"now ")
         conn.writelines([b"and ", b"then"])
         await asyncio.sleep(0.01)
         assert _received(peer) == b"held now and then"
-        conn.write_soon(b"last words", batch)
+        conn.write_soon(b"last words")
         conn.close_if_idle()
         await asyncio.sleep(0.01)
         peer.setblocking(True)
@@ -72,9 +70,8 @@ def test_a_later_write_or_close_goes_after_what_is_held() -> None:
 
 def test_an_aborted_connection_drops_what_it_held() -> None:
     async def scenario() -> None:
-        batch = WriteBatch(asyncio.get_running_loop())
         conn, peer = await _connection()
-        conn.write_soon(b"never", batch)
+        conn.write_soon(b"never")
         conn.abort()
         await asyncio.sleep(0.01)
         peer.setblocking(True)
