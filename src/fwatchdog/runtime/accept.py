@@ -16,8 +16,8 @@ import socket
 import time
 from collections.abc import Callable
 
-# Out of a resource that frees itself as connections close: wait and retry.
-_PAUSE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# Out of a resource that frees itself as connections close (any other error pauses too).
+_OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 FIRST_PAUSE = 0.005
 LONGEST_PAUSE = 1.0
 # Connections taken per readiness event before other work gets its turn (libuv takes all).
@@ -57,10 +57,8 @@ class Acceptor:
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as error:
-                if error.errno in _PAUSE_ERRORS:
-                    self._pause_accepting(error)
-                else:
-                    self._log_error(f"accept: {error}")
+                # Whatever it is, retrying at once would spin on a socket that stays readable.
+                self._pause_accepting(error)
                 return
             self._pause = 0.0
             self._start(conn)
@@ -82,10 +80,13 @@ class Acceptor:
         if self._burst_started is None:
             self._burst_started = now
             self._pauses = 0
-            self._log_error(
-                f"accept: out of file descriptors ({error.strerror}): new connections wait in "
-                "the backlog until some close; raise the limit (ulimit -n, RLIMIT_NOFILE)"
-            )
+            if error.errno in _OUT_OF_DESCRIPTORS:
+                self._log_error(
+                    f"accept: out of file descriptors ({error.strerror}): new connections wait "
+                    "in the backlog until some close; raise the limit (ulimit -n, RLIMIT_NOFILE)"
+                )
+            else:
+                self._log_error(f"accept: {error}; retrying, new connections wait in the backlog")
             self._loop.call_later(BURST_GAP, self._end_of_burst)
         self._last_shortage = now
         self._pauses += 1
