@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fwatchdog.http.request import Request, header_value
 from fwatchdog.http.response import Response
@@ -19,6 +19,10 @@ from fwatchdog.settings.config import Config
 from fwatchdog.settings.durations import format_duration
 from fwatchdog.telemetry.logs import Log, RequestLine
 from fwatchdog.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fwatchdog.auth import Authenticator
+    from fwatchdog.auth.outcome import AuthResult
 
 HEALTH_PATH = "/_/health"
 READY_PATH = "/_/ready"
@@ -59,6 +63,20 @@ class Router:
         metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
+        self._auth: Authenticator | None = None
+        if config.jwt_auth:
+            from fwatchdog.auth import Authenticator  # its JOSE library only when asked for
+
+            self._auth = Authenticator(config, log)
+
+    async def start(self) -> None:
+        """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys)."""
+        if self._auth is not None:
+            await self._auth.start()
+
+    async def stop(self) -> None:
+        if self._auth is not None:
+            await self._auth.stop()
 
     def serve(self, request: Request, response: Response) -> Coroutine[Any, Any, None] | None:
         """Route and answer `request` (HttpConnection's Handler): None once answered or
@@ -73,6 +91,13 @@ class Router:
             self._ready_probe_now(request, response)
             return None
         started = time.perf_counter()
+        auth = self._auth
+        if auth is not None:
+            result = auth.check(header_value(request.headers, "authorization"))
+            if result.unknown_key:  # a key the issuer may just have added: worth a wait
+                return self._authenticate_then_function(request, response, started)
+            if not self._authenticated(request, response, result, started):
+                return None
         if not self._admit(request, response):
             self._record(request, response, time.perf_counter() - started)
             return None
@@ -91,6 +116,41 @@ class Router:
                     response.when_done(lambda: self._finish(request, response, started))
                 return None
         return self._function(request, response, started)
+
+    async def _authenticate_then_function(
+        self, request: Request, response: Response, started: float
+    ) -> None:
+        auth = self._auth
+        assert auth is not None
+        result = await auth.check_waiting(header_value(request.headers, "authorization"))
+        if not self._authenticated(request, response, result, started):
+            return
+        if not self._admit(request, response):
+            self._record(request, response, time.perf_counter() - started)
+            return
+        self.in_flight += 1
+        await self._function(request, response, started)
+
+    def _authenticated(
+        self, request: Request, response: Response, result: AuthResult, started: float
+    ) -> bool:
+        """Let an accepted request on with `X-Auth-Seconds` (Go sets it for the function);
+        answer a refused one here, with one log line saying ACCESS DENIED and why."""
+        denial = result.denial
+        if denial is None:
+            headers = [(n, v) for n, v in request.headers if n.lower() != "x-auth-seconds"]
+            headers.append(("X-Auth-Seconds", result.x_auth_seconds))
+            request.headers = headers
+            request.raw = None  # its own bytes lack the field now
+            return True
+        request.body.discard()
+        response.send(denial.status, denial.body, list(denial.headers))
+        line = self.line_of(request.method, request.target, request.headers)
+        line = RequestLine(
+            line.method, line.target, line.call_id, note=f"ACCESS DENIED ({denial.reason})"
+        )
+        self.record(line, denial.status, response.bytes_sent, time.perf_counter() - started)
+        return False
 
     def _admit(self, request: Request, response: Response) -> bool:
         """Whether a function request may reach the mode; if not, it is answered here."""

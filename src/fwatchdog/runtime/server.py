@@ -151,6 +151,7 @@ class Watchdog:
         metrics_server.close()
         metrics_state.closing = True
         metrics_state.close_idle()
+        await router.stop()
         log.info(f"Exiting. Active connections: {router.in_flight}")
         return exit_code
 
@@ -171,7 +172,7 @@ class Watchdog:
             await self._workers.start()
             self.log.info(f"Serving in {processes} processes (http_workers)")
         workers = self._workers
-        if not await self._start_mode(mode):
+        if not await self._start_mode(mode, router):
             if workers is not None:
                 await workers.wait(self.config.write_timeout)
             await mode.stop()  # SIGTERM while the mode was still getting ready
@@ -216,7 +217,7 @@ class Watchdog:
         server = await self._serve_on(listener, router, _limits(config), state)
         await primary.listen(listening=True)
         self._install_signal_handlers()
-        if not await self._start_mode(mode):
+        if not await self._start_mode(mode, router):
             await mode.stop()
             return 0
         self.health.started = True
@@ -229,9 +230,15 @@ class Watchdog:
         await mode.stop()
         return 0
 
-    async def _start_mode(self, mode: Mode) -> bool:
-        """`mode.start()`, unless SIGTERM/SIGINT comes first (False then)."""
-        starting = asyncio.ensure_future(mode.start())
+    async def _start_mode(self, mode: Mode, router: Router) -> bool:
+        """`mode.start()`, then the router's (jwt_auth's keys), unless SIGTERM/SIGINT comes
+        first (False then)."""
+
+        async def start_both() -> None:
+            await mode.start()
+            await router.start()
+
+        starting = asyncio.ensure_future(start_both())
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():

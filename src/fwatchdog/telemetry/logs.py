@@ -69,13 +69,19 @@ class RequestLine:
     __slots__ = ("call_id", "logged", "method", "tail", "target", "text")
 
     def __init__(
-        self, method: str, target: str, call_id: str | None = None, logged: bool = True
+        self,
+        method: str,
+        target: str,
+        call_id: str | None = None,
+        logged: bool = True,
+        note: str = "",
     ) -> None:
         self.method = method
         self.target = target
         self.call_id = call_id  # only with log_callid
         self.logged = logged  # False for Kubernetes' probes, counted but not logged
-        self.text = f"{method} {target}"
+        # `note`: why the watchdog answered itself (ACCESS DENIED ...), after the target.
+        self.text = f"{method} {target} - {note}" if note else f"{method} {target}"
         self.tail = "s)\n" if call_id is None else f"s) [{call_id}]\n"
 
 
