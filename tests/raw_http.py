@@ -72,6 +72,8 @@ def _parse_fields(lines: list[str], what: str) -> list[tuple[str, str]]:
 
 
 def _body_is_chunked(fields: list[tuple[str, str]]) -> bool:
+    """Whether the body is chunked; another coding last (a body to the close) is refused, as
+    no watchdog answer should have one."""
     codings = [v.strip().lower() for n, v in fields if n.lower() == "transfer-encoding"]
     codings = [c.strip() for value in codings for c in value.split(",")]
     if codings and codings[-1] != "chunked":
@@ -161,6 +163,8 @@ class ResponseReader:
         if head_request or head.status in (101, 204, 304):
             return
         if _body_is_chunked(head.fields):
+            if _content_length(head.fields) is not None:
+                raise ProtocolError("both Transfer-Encoding and Content-Length (RFC 9112 6.2)")
             while True:
                 size_line = self.read_line().split(b";")[0].strip()
                 if not re.fullmatch(rb"[0-9A-Fa-f]+", size_line):
