@@ -198,7 +198,7 @@ def test_health_check_is_the_watchdog_s_and_follows_the_lock_file(
     configured = podman("image", "inspect", "--format", "{{json .HealthCheck.Test}}", IMAGE)
     assert configured == '["CMD","fwatchdog","--run-healthcheck"]'
     assert podman("image", "inspect", "--format", "{{.Config.StopSignal}}", IMAGE) == "SIGTERM"
-    container = start("program-streaming", healthcheck_interval="4s")
+    container = start("program-streaming", healthcheck_interval="10s")
     assert health_check(container.name) == 0
     # SIGTERM removes the lock file at once; the container lives on through the interval.
     podman("kill", "--signal", "TERM", container.name)
