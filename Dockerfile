@@ -1,6 +1,7 @@
 # fwatchdog as a function container's entrypoint (Docker and Podman).
 #
-#   python -m pip wheel --wheel-dir wheels .     # fwatchdog and its dependencies, as wheels
+#   # fwatchdog and its dependencies as wheels, made by the Python of the base image:
+#   docker run --rm -v "$PWD:/src" -w /src python:3.12-slim-bookworm pip wheel -w wheels .
 #   docker build -t fwatchdog .                   # or: podman build --format docker -t fwatchdog .
 #   docker run -p 8080:8080 -e fprocess="wc -c" fwatchdog
 #
