@@ -19,6 +19,7 @@ from fwatchdog.settings.config import Config
 from fwatchdog.settings.durations import format_duration
 from fwatchdog.telemetry.logs import Log, RequestLine
 from fwatchdog.telemetry.metrics import Metrics
+from fwatchdog.telemetry.tracing import from_environment as tracing_from_environment
 
 if TYPE_CHECKING:
     from fwatchdog.auth import Authenticator
@@ -68,6 +69,7 @@ class Router:
             from fwatchdog.auth import Authenticator  # its JOSE library only when asked for
 
             self._auth = Authenticator(config, log)
+        self._tracing = tracing_from_environment(config, log)  # None unless OTEL_* ask
 
     async def start(self) -> None:
         """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys)."""
@@ -77,6 +79,8 @@ class Router:
     async def stop(self) -> None:
         if self._auth is not None:
             await self._auth.stop()
+        if self._tracing is not None:
+            self._tracing.shutdown()  # the spans still queued, within FLUSH_SECONDS
 
     def serve(self, request: Request, response: Response) -> Coroutine[Any, Any, None] | None:
         """Route and answer `request` (HttpConnection's Handler): None once answered or
@@ -91,6 +95,8 @@ class Router:
             self._ready_probe_now(request, response)
             return None
         started = time.perf_counter()
+        if self._tracing is not None:  # before the refusals, so that they are traced too
+            self._tracing.start(request)
         auth = self._auth
         if auth is not None:
             result = auth.check(header_value(request.headers, "authorization"))
@@ -149,7 +155,9 @@ class Router:
         line = RequestLine(
             line.method, line.target, line.call_id, note=f"ACCESS DENIED ({denial.reason})"
         )
-        self.record(line, denial.status, response.bytes_sent, time.perf_counter() - started)
+        tracing = self._tracing
+        trace = None if tracing is None else tracing.end(request, denial.status, denial.reason)
+        self.record(line, denial.status, response.bytes_sent, time.perf_counter() - started, trace)
         return False
 
     def _admit(self, request: Request, response: Response) -> bool:
@@ -160,6 +168,8 @@ class Router:
             return False
         limit = self._config.max_inflight
         if limit and self.in_flight >= limit:
+            if self._tracing is not None:
+                self._tracing.refuse(request, "max_inflight reached")
             response.send_text(
                 429, f"Concurrent request limit exceeded. Max concurrent requests: {limit}"
             )
@@ -242,7 +252,9 @@ class Router:
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away
         line = self.line_of(request.method, request.target, request.headers)
-        self.record(line, status, response.bytes_sent, seconds)
+        tracing = self._tracing
+        trace = None if tracing is None else tracing.end(request, status)
+        self.record(line, status, response.bytes_sent, seconds, trace)
 
     def line_of(self, method: str, target: str, headers: list[tuple[str, str]]) -> RequestLine:
         """What the log line and metrics of a request need from it."""
@@ -253,8 +265,16 @@ class Router:
             call_id = header_value(headers, "x-call-id") or "none"
         return RequestLine(method, target, call_id, logged=not probe)
 
-    def record(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
-        """The metrics and the log line (none for Kubernetes' probes) of an answered request."""
+    def record(
+        self,
+        line: RequestLine,
+        status: int,
+        size: int,
+        seconds: float,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
+        """The metrics and the log line (none for Kubernetes' probes) of an answered request;
+        `trace`: its trace and span ids, for a JSON log line."""
         self._metrics.observe(line.method, status, seconds)
         if line.logged:
-            self._log.request(line, status, size, seconds)
+            self._log.request(line, status, size, seconds, trace)

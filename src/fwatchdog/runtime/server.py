@@ -228,6 +228,7 @@ class Watchdog:
             return await self._fail(failure, mode, router, server, state)
         await self._drain(router, server, state)
         await mode.stop()
+        await router.stop()  # as the primary does: tracing's queued spans, jwt_auth's refresh
         return 0
 
     async def _start_mode(self, mode: Mode, router: Router) -> bool:

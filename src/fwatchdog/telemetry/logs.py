@@ -137,9 +137,17 @@ class Log:
     def error(self, msg: str, /, **fields: object) -> None:
         self._write("error", msg, fields)
 
-    def request(self, line: RequestLine, status: int, size: int, seconds: float) -> None:
+    def request(
+        self,
+        line: RequestLine,
+        status: int,
+        size: int,
+        seconds: float,
+        trace: tuple[str, str] | None = None,
+    ) -> None:
         """The one line per request: `line` is the request's half, made once per request
-        (or once for many, on the lanes that answer a remembered request again)."""
+        (or once for many, on the lanes that answer a remembered request again); `trace`:
+        the trace and span ids of its span (tracing on), which a JSON line carries."""
         if self.json_format:
             fields: dict[str, object] = {
                 "method": line.method,
@@ -150,6 +158,8 @@ class Log:
             }
             if line.call_id is not None:
                 fields["call_id"] = line.call_id
+            if trace is not None:
+                fields["trace_id"], fields["span_id"] = trace
             self._write_json("info", f"{line.text} {status}", fields)
             return
         answer = self._answers.get((status, size))

@@ -24,6 +24,7 @@ import socket
 from fwatchdog import __version__
 from fwatchdog.http.request import Request
 from fwatchdog.settings.config import Config
+from fwatchdog.telemetry.tracing import configured as tracing_configured
 
 SERVER_SOFTWARE = f"fwatchdog/{__version__}"
 # Headers that RFC 3875 passes as CONTENT_* only; Transfer-Encoding, because stdin never
@@ -63,6 +64,8 @@ class EnvironmentBuilder:
         self._go_names: dict[str, str] = {}
         self._cgi_names: dict[str, str] = {}
         self._host_name = socket.gethostname()
+        # Tracing on: TRACEPARENT/TRACESTATE, OpenTelemetry's carrier for a process.
+        self._trace_context = tracing_configured(self._base)
 
     @classmethod
     def from_config(cls, config: Config, base: dict[str, str] | None = None) -> EnvironmentBuilder:
@@ -95,6 +98,8 @@ class EnvironmentBuilder:
         if self._http_variables:
             self._add_go_variables(env, request)
         self._add_cgi_variables(env, request, content_length)
+        if self._trace_context:
+            _add_trace_context(env, request.headers)
         return env
 
     def _add_go_variables(self, env: dict[str, str], request: Request) -> None:
@@ -155,6 +160,19 @@ class EnvironmentBuilder:
             env["CONTENT_LENGTH"] = str(content_length)
         elif declared_length is not None:
             env["CONTENT_LENGTH"] = declared_length
+
+
+def _add_trace_context(env: dict[str, str], headers: list[tuple[str, str]]) -> None:
+    """TRACEPARENT and TRACESTATE from the request's trace context, which the router has
+    made name the watchdog's span; none of the watchdog's own (or a stale one) otherwise."""
+    env.pop("TRACEPARENT", None)
+    env.pop("TRACESTATE", None)
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "traceparent":
+            env["TRACEPARENT"] = value
+        elif lowered == "tracestate":
+            env["TRACESTATE"] = value
 
 
 def _host_name(host: str | None) -> str:
