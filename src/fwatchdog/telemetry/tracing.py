@@ -97,9 +97,13 @@ class Tracing:
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             name = config.openfaas_name or "fwatchdog"
             resource = resource.merge(Resource({"service.name": name}))
+        resource = resource.merge(Resource({"process.pid": os.getpid()}))  # http_workers apart
         # The SDK reads OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_* and OTEL_EXPORTER_OTLP_* itself.
-        self._processor = BatchSpanProcessor(OTLPSpanExporter())
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        try:
+            self._processor = BatchSpanProcessor(OTLPSpanExporter())
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        except ValueError as error:  # OTEL_BSP_* values that do not fit together
+            raise StartupError(f"OpenTelemetry settings (OTEL_*): {error}") from None
         provider.add_span_processor(self._processor)
         self._provider = provider
         self._tracer = provider.get_tracer("fwatchdog")
