@@ -21,21 +21,22 @@ CLOSED = "closed"
 IDLE = "idle"
 BUSY = "busy"
 
-_READING: dict[tuple[str, str], str] = {
-    (BETWEEN, "begin"): HEAD,
-    (HEAD, "headers"): BODY,
-    (BODY, "complete"): BETWEEN,
-    (BODY, "upgrade"): UPGRADE,
-    (UPGRADE, "switch"): SWITCHED,
-    (BETWEEN, "linger"): LINGER,
-    (HEAD, "linger"): LINGER,
-    (BODY, "linger"): LINGER,
-    (UPGRADE, "linger"): LINGER,
+# The transition table: for each event, the state it leads to from each state it may happen
+# in; an event in any other state is illegal.
+_READING: dict[str, dict[str, str]] = {
+    "begin": {BETWEEN: HEAD},
+    "headers": {HEAD: BODY},
+    "complete": {BODY: BETWEEN},
+    "upgrade": {BODY: UPGRADE},
+    "switch": {UPGRADE: SWITCHED},
+    "linger": {BETWEEN: LINGER, HEAD: LINGER, BODY: LINGER, UPGRADE: LINGER},
 }
-_ANSWERING: dict[tuple[str, str], str] = {
-    (IDLE, "start"): BUSY,
-    (BUSY, "done"): IDLE,
+_ANSWERING: dict[str, dict[str, str]] = {
+    "start": {IDLE: BUSY},
+    "done": {BUSY: IDLE},
 }
+_BEGIN, _HEADERS, _COMPLETE = _READING["begin"], _READING["headers"], _READING["complete"]
+_START, _DONE = _ANSWERING["start"], _ANSWERING["done"]
 
 
 class StateError(RuntimeError):
@@ -55,25 +56,31 @@ class ConnectionState:
         if self.reading == CLOSED:
             return  # events after the end change nothing
         try:
-            self.reading = _READING[(self.reading, event)]
+            self.reading = _READING[event][self.reading]
         except KeyError:
             raise StateError(f"reading: {event} while {self.reading}") from None
 
-    def _answer(self, event: str) -> None:
-        try:
-            self.answering = _ANSWERING[(self.answering, event)]
-        except KeyError:
-            raise StateError(f"answering: {event} while {self.answering}") from None
-
-    # the client's side
+    # The three events of every request look their table up directly (they run per request).
     def begin_request(self) -> None:
-        self._read("begin")
+        reading = self.reading
+        if reading in _BEGIN:
+            self.reading = _BEGIN[reading]
+        elif reading != CLOSED:
+            raise StateError(f"reading: begin while {reading}")
 
     def head_complete(self) -> None:
-        self._read("headers")
+        reading = self.reading
+        if reading in _HEADERS:
+            self.reading = _HEADERS[reading]
+        elif reading != CLOSED:
+            raise StateError(f"reading: headers while {reading}")
 
     def request_complete(self) -> None:
-        self._read("complete")
+        reading = self.reading
+        if reading in _COMPLETE:
+            self.reading = _COMPLETE[reading]
+        elif reading != CLOSED:
+            raise StateError(f"reading: complete while {reading}")
 
     def upgrade_requested(self) -> None:
         self._read("upgrade")
@@ -89,11 +96,15 @@ class ConnectionState:
 
     # the server's side
     def start_answer(self) -> None:
-        self._answer("start")
+        answering = self.answering
+        if answering not in _START:
+            raise StateError(f"answering: start while {answering}")
+        self.answering = _START[answering]
 
     def answer_done(self) -> None:
-        if self.answering == BUSY:
-            self._answer("done")
+        answering = self.answering
+        if answering in _DONE:
+            self.answering = _DONE[answering]
 
     # the questions asked of it
     @property

@@ -211,15 +211,17 @@ class HttpMode:
         if body is None:
             return False
         started = time.perf_counter()
-        exchange = _Exchange(self, request, response, started, *self._bounds(request))
-        exchange.send(self._whole_message(request, body), streamed=False)
+        passes, asked_timeout = _scan_fields(request.headers)
+        exchange = _Exchange(self, request, response, started, *self._bounds(asked_timeout))
+        exchange.send(self._whole_message(request, body, passes), streamed=False)
         return True
 
     async def handle(self, request: Request, response: Response) -> None:
         """The same exchange in a task: for a request that waits for the upstream to be
         ready, streams its body, or upgrades the connection."""
         started = time.perf_counter()
-        timeout, timeout_name = self._timeout(_asked_timeout(request.headers))
+        passes, asked_timeout = _scan_fields(request.headers)
+        timeout, timeout_name = self._timeout(asked_timeout)
         if not self._ready.done():
             try:
                 await self._deadlines.within(asyncio.shield(self._ready), timeout)
@@ -250,7 +252,7 @@ class HttpMode:
         exchange.done = self._loop.create_future()
         try:
             if body is not None:
-                exchange.send(self._whole_message(request, body), streamed=False)
+                exchange.send(self._whole_message(request, body, passes), streamed=False)
             else:
                 head = self._head(request, self._framing(request, None))
                 exchange.send([head], streamed=True)
@@ -265,11 +267,11 @@ class HttpMode:
         finally:
             exchange.close()
 
-    def _bounds(self, request: Request) -> tuple[float, str]:
+    def _bounds(self, asked_timeout: str | None) -> tuple[float, str]:
         """What bounds an exchange that callbacks finish (no task, so the router's
         write_timeout does not apply): exec_timeout or X-Timeout, or write_timeout when that
         is smaller."""
-        timeout, timeout_name = self._timeout(_asked_timeout(request.headers))
+        timeout, timeout_name = self._timeout(asked_timeout)
         write_timeout = self._config.write_timeout
         if timeout <= 0 or write_timeout < timeout:
             return write_timeout, "write_timeout"
@@ -289,16 +291,11 @@ class HttpMode:
                 return seconds, "X-Timeout"
         return exec_timeout, "exec_timeout"
 
-    def _whole_message(self, request: Request, body: bytes) -> list[bytes]:
+    def _whole_message(self, request: Request, body: bytes, passes: bool) -> list[bytes]:
         """The request as the upstream gets it, whole: the bytes it came as when nothing in
-        them must change, else a head written afresh and the body framed."""
+        them must change (`passes`), else a head written afresh and the body framed."""
         raw = request.raw
-        if (
-            raw is not None
-            and not self._path_prefix
-            and request.target.startswith("/")
-            and _passes_as_received(request.headers)
-        ):
+        if passes and raw is not None and not self._path_prefix and request.target[:1] == "/":
             return [raw]
         head = self._head(request, self._framing(request, body))
         if request.chunked and not self._buffer_body:
@@ -577,10 +574,9 @@ class _Exchange:
             self.response.end()
         else:
             self._passed = None
-            seconds = time.perf_counter() - self.started
-            self.response.send_passthrough(
-                passed.status, passed.message(_duration_field(seconds)), passed.body_length
-            )
+            units = int((time.perf_counter() - self.started) * _DURATION_FIELDS.scale + 0.5)
+            field = _DURATION_FIELDS.get(units) or _DURATION_FIELDS.write(units)
+            self.response.send_passthrough(passed.status, passed.message(field), passed.body_length)
         self._end(None)
 
     def on_error(self, error: UpstreamError) -> None:
@@ -670,30 +666,25 @@ class _Exchange:
         self._mode._deadlines.discard(self)
 
 
-def _asked_timeout(headers: list[tuple[str, str]]) -> str | None:
-    return header_value(headers, "x-timeout")
-
-
 def _exceeded(name: str, seconds: float) -> str:
     return f"{name} ({format_duration(seconds)}) exceeded"
 
 
-def _passes_as_received(headers: list[tuple[str, str]]) -> bool:
-    """Whether request headers need no change on the way upstream: a Host, no hop-by-hop
-    field, no Expect."""
+def _scan_fields(headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
+    """In one pass: whether the request's fields need no change on the way upstream (a Host,
+    no hop-by-hop field, no Expect), and the X-Timeout it asks for."""
     has_host = False
-    for name, _ in headers:
+    passes = True
+    asked_timeout: str | None = None
+    for name, value in headers:
         lowered = name.lower()
         if lowered in _NOT_PASSED or lowered.startswith("proxy-"):
-            return False
-        has_host = has_host or lowered == "host"
-    return has_host
-
-
-def _duration_field(seconds: float) -> bytes:
-    """The X-Duration-Seconds line of a response passed on as it came."""
-    units = _DURATION_FIELDS.units(seconds)
-    return _DURATION_FIELDS.get(units) or _DURATION_FIELDS.write(units)
+            passes = False
+        elif lowered == "host":
+            has_host = True
+        elif lowered == "x-timeout" and asked_timeout is None:
+            asked_timeout = value
+    return passes and has_host, asked_timeout
 
 
 def _upgrade_headers(headers: RawHeaders, started: float) -> list[tuple[str, str]]:
