@@ -47,6 +47,9 @@ MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
 DEADLINE_TICK = 0.1
 UPGRADE_BUFFER_LIMIT = 64 * 1024
+# A new connection whose first request has not arrived yet is not closed as idle by a drain
+# for this long: its client may have sent it already.
+NEW_CONNECTION_GRACE = 1.0
 # The rest of a body its answer did not need is skipped, keeping the connection, up to this.
 SKIP_BODY_MAX = 64 * 1024
 # A lingering close reads and drops the client's bytes for at most this long and this much.
@@ -108,6 +111,10 @@ class ServerState:
         for conn in list(self.connections):
             conn.close_if_idle()
 
+    def settling(self) -> bool:
+        """Whether a new connection may still bring a request (see NEW_CONNECTION_GRACE)."""
+        return any(conn.fresh for conn in self.connections)
+
 
 def is_whole_message(raw: bytes, content_length: int | None) -> bool:
     """Whether `raw`, one read, is exactly one request with a Content-Length body or none."""
@@ -156,6 +163,8 @@ class HttpConnection(asyncio.Protocol):
         self._lingered = 0
         self._upgrade_buffer = bytearray()
         self._client_eof = False
+        self._made = self._loop.time()
+        self._requests = 0
         self.remote_addr: tuple[str, int] = ("", 0)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -356,6 +365,7 @@ class HttpConnection(asyncio.Protocol):
         if self._state.closed:
             return  # pipelined behind an answer that closed the connection
         self._state.start_answer()
+        self._requests += 1
         response = Response(self, request.method, request.http_version, request.keep_alive)
         self._request = request
         self._response = response
@@ -397,7 +407,9 @@ class HttpConnection(asyncio.Protocol):
         self._state.answer_done()
         if self._state.closed:
             return
-        keep_open = response.keep_alive and not self._server.closing
+        # What the client was told: a keep-alive answer begun before a drain did not say
+        # close, so the client may send another on it (answered with close).
+        keep_open = response.keep_alive
         body = request.body
         if self._state.reading == st.UPGRADE:
             keep_open = False  # the protocol was not switched: what follows is not HTTP
@@ -600,8 +612,18 @@ class HttpConnection(asyncio.Protocol):
         self._read_deadline = 0.0
         self._linger_deadline = 0.0
 
+    @property
+    def fresh(self) -> bool:
+        """New, and its first request may be on its way."""
+        return (
+            self._requests == 0
+            and not self._state.closed
+            and self._loop.time() - self._made < NEW_CONNECTION_GRACE
+        )
+
     def close_if_idle(self) -> None:
-        if self._state.idle and not self._queue and self._waiting is None:
+        """Close between requests (a drain), sparing a fresh connection."""
+        if self._state.idle and not self._queue and self._waiting is None and not self.fresh:
             self._close()
 
     def _linger(self) -> None:

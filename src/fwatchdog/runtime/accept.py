@@ -116,12 +116,23 @@ class Acceptor:
         self._burst_started = None
 
     def close(self) -> None:
-        """Stop accepting; connections already accepted go on."""
+        """Stop accepting; connections already accepted go on, and so do those waiting in
+        the backlog (closing the socket would reset them after their clients had sent)."""
         if self.closed:
             return
-        self.closed = True
         if self._resume_handle is not None:
             self._resume_handle.cancel()
         else:
             self._loop.remove_reader(self._sock.fileno())
+            while self._accept_one():
+                pass
+        self.closed = True
         self._sock.close()
+
+    def _accept_one(self) -> bool:
+        try:
+            conn, _address = self._sock.accept()
+        except OSError:
+            return False
+        self._start(conn)
+        return True

@@ -357,14 +357,20 @@ class Watchdog:
         config = self.config
         interval = config.healthcheck_interval
         self._say(f"{self._stop_reason}: no new connections in {format_duration(interval)}")
-        # Serve on while the orchestrator's probe sees 503 and stops routing to us.
+        # Serve on while the orchestrator's probe sees 503 and stops routing to us; every
+        # answer says Connection: close, so keep-alive clients move to other replicas now
+        # and none is left idle on a connection for the listener's close to cut.
+        state.closing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hurry.wait(), interval)
         self._say(f"No new connections allowed, draining: {router.in_flight} requests")
         server.close()
-        state.closing = True
         state.close_idle()
         deadline = time.monotonic() + config.write_timeout
-        while router.in_flight > 0 and time.monotonic() < deadline and not self._hurry.is_set():
+        while time.monotonic() < deadline and not self._hurry.is_set():
+            # First a turn of the loop: connections taken from the backlog start in it.
             await asyncio.sleep(0.02)
+            state.close_idle()  # answers given while draining closed theirs already
+            if router.in_flight == 0 and not state.settling():
+                break
         state.close_idle()
