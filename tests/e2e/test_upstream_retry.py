@@ -1,7 +1,5 @@
 """http mode sends a request again only when that cannot do harm (issue 15, item 2).
 
-The POST that must not be sent again is in pending_test_upstream_retry.py until it holds.
-
 The upstream (tests/functions/echo_upstream.py, BEHAVIOUR=drop-second) reads the second
 request on each connection whole and closes without answering, as a function that crashed
 after charging a card would. The first request on the watchdog's connection warms its pool,
@@ -80,3 +78,13 @@ def test_a_post_with_an_idempotency_key_is_sent_again_and_answered(
     assert status == 200
     assert json.loads(body)["body"] == "once"
     assert [entry["body"] for entry in seen_by_upstream(seen, "/keyed")] == ["once", "once"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_a_request_that_is_not_idempotent_the_upstream_read_and_dropped_is_not_sent_again(
+    watchdog_factory: Factory, tmp_path: Path, method: str
+) -> None:
+    watchdog, seen = start_dropping_upstream(watchdog_factory, tmp_path)
+    status, _ = warm_then(watchdog, method, "/charge", [], b"card=4242")
+    assert status == 502
+    assert len(seen_by_upstream(seen, "/charge")) == 1, f"the {method} was sent more than once"
