@@ -174,10 +174,12 @@ def test_streaming_span_joins_the_caller_s_trace_and_the_function_gets_tracepare
     assert attributes["faas.trigger"] == "http"
     assert attributes["faas.invocation_id"] == "call-1"
     assert attributes["faas.coldstart"] is True
-    assert attributes["faas.name"] == "traced-fn"
-    assert attributes["fwatchdog.mode"] == "streaming"
     assert span.status_code != STATUS_ERROR
+    # What all spans of the process share is on the resource (faas.name is a resource
+    # attribute in the FaaS conventions).
     assert span.resource["service.name"] == "traced-fn"
+    assert span.resource["faas.name"] == "traced-fn"
+    assert span.resource["fwatchdog.mode"] == "streaming"
 
     # The JSON request line names the span.
     line = next(
@@ -224,7 +226,7 @@ def test_serializing_function_gets_traceparent_and_a_failure_is_an_error_span(
     assert watchdog.request("POST", "/fail", b"x")[0] == 500
     ok, failed = collector.wait_for(2)
     assert (ok.trace_id, ok.span_id, ok.parent_span_id) == (CALLER_TRACE, span_id, CALLER_SPAN)
-    assert ok.attributes["fwatchdog.mode"] == "serializing"
+    assert ok.resource["fwatchdog.mode"] == "serializing"
     assert failed.attributes["http.response.status_code"] == 500
     assert failed.status_code == STATUS_ERROR
     assert failed.attributes["error.type"] == "500"
@@ -253,7 +255,7 @@ def test_http_mode_upstream_gets_our_span_as_parent_in_every_worker(
     spans = collector.wait_for(count)
     assert sorted(span.span_id for span in spans) == sorted(sent)
     assert all(span.parent_span_id == CALLER_SPAN for span in spans)
-    assert {span.attributes["fwatchdog.mode"] for span in spans} == {"http"}
+    assert {span.resource["fwatchdog.mode"] for span in spans} == {"http"}
     if workers == "2":
         assert len({span.resource["process.pid"] for span in spans}) == 2
         # Each process has its own first invocation.
@@ -279,7 +281,7 @@ def test_afterburn_function_gets_our_span_as_parent(
     assert trace_id == CALLER_TRACE and seen["tracestate"] == "a=1"
     (span,) = collector.wait_for(1)
     assert (span.span_id, span.parent_span_id) == (span_id, CALLER_SPAN)
-    assert span.attributes["fwatchdog.mode"] == "afterburn"
+    assert span.resource["fwatchdog.mode"] == "afterburn"
 
 
 def test_max_inflight_refusal_is_an_error_span_with_its_reason(
@@ -345,18 +347,26 @@ def test_a_collector_that_is_down_costs_requests_nothing(watchdog_factory: Facto
     assert time.monotonic() - started < 8  # the flush gives up after FLUSH_SECONDS
 
 
+@pytest.mark.parametrize("http_workers", ["", "2"])
 def test_queued_spans_are_flushed_on_sigterm(
-    watchdog_factory: Factory, collector: Collector
+    watchdog_factory: Factory, collector: Collector, http_workers: str
 ) -> None:
-    watchdog = ready(
-        watchdog_factory(fprocess="cat", **traced(collector, OTEL_BSP_SCHEDULE_DELAY="600000"))
+    settings = (
+        http_mode_settings(http_workers=http_workers) if http_workers else {"fprocess": "cat"}
     )
-    assert watchdog.request("POST", "/queued", b"x")[0] == 200
+    watchdog = ready(
+        watchdog_factory(**settings, **traced(collector, OTEL_BSP_SCHEDULE_DELAY="600000"))
+    )
+    count = 10  # a connection each: with http_workers, both processes hold some
+    for _ in range(count):
+        assert watchdog.request("POST", "/echo", b"x")[0] == 200
     time.sleep(0.3)
     assert collector.spans == []  # still queued: the next export is ten minutes away
     assert watchdog.terminate(timeout=15) == 0
-    (span,) = collector.wait_for(1, timeout=1)  # it arrived before the process exited
-    assert span.attributes["url.path"] == "/queued"
+    spans = collector.wait_for(count, timeout=1)  # they arrived before the process exited
+    assert {span.attributes["url.path"] for span in spans} == {"/echo"}
+    if http_workers:
+        assert len({span.resource["process.pid"] for span in spans}) == 2
 
 
 def test_the_start_fails_clearly_without_the_sdk(watchdog_factory: Factory, tmp_path: Path) -> None:
