@@ -6,6 +6,9 @@ measured is the proxy), and in the same run sends wrk straight at that nginx, as
 are the same bytes, so nothing is answered from what an earlier request taught the proxy.
 `http-gateway` is shaped like the OpenFaaS gateway's calls: each request has a fresh
 `X-Call-Id` (a uuid) and `X-Start-Time`, and an `X-Forwarded-For`, as real traffic does.
+`http-gateway-traced` is `http-gateway` with OpenTelemetry tracing on at 100% sampling,
+exporting to an OTLP/HTTP sink on loopback (the Go of-watchdog has no tracing: its figure is
+untraced, which is what the tracing issue compares with).
 `http-python` puts it in front of Python's threading http.server (a realistic, slow upstream).
 Both watchdogs start the upstream themselves through `fprocess` with `mode=http` and
 `upstream_url`, the settings the Go of-watchdog takes too. wrk: -t1, POST of 100 bytes.
@@ -14,7 +17,11 @@ Both watchdogs start the upstream themselves through `fprocess` with `mode=http`
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from benchmarks.harness import Watchdog, WatchdogBinary, free_port, running
@@ -105,6 +112,52 @@ def proxy_to_nginx_gateway_shaped(binary: WatchdogBinary, options: Options) -> d
     return _checked(result, "through the watchdog")
 
 
+@contextmanager
+def _otlp_sink() -> Iterator[tuple[str, list[int]]]:
+    """An OTLP/HTTP endpoint on loopback (its URL is yielded) that takes every export and keeps
+    only their sizes, so that the watchdog's exporter pays its whole cost and the sink little."""
+    sizes: list[int] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length", "0"))
+            self.rfile.read(size)
+            sizes.append(size)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", sizes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def proxy_to_nginx_gateway_traced(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """`http-gateway` with tracing on, every request sampled, spans sent to a local sink."""
+    with _otlp_sink() as (endpoint, exports):
+        settings = {
+            **_settings(str(NGINX)),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_TRACES_SAMPLER": "always_on",
+        }
+        with running(binary, settings) as watchdog:
+            _wait_for_upstream(watchdog)
+            result = run_wrk(watchdog.port, options.duration, options.connections, gateway=True)
+            watchdog.check_alive()
+        exported = sum(exports)
+    return {**_checked(result, "through the watchdog"), "exported_kib": exported / 1024}
+
+
 def proxy_to_python(binary: WatchdogBinary, options: Options) -> dict[str, float]:
     """wrk through the watchdog to Python's threading http.server."""
     with running(binary, _settings(f"{sys.executable} {PYTHON_SERVER}")) as watchdog:
@@ -147,6 +200,22 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("p99_ms", "  p99 latency, ms", False, 2),
             ),
             proxy_to_nginx_gateway_shaped,
+            needs_wrk=True,
+        ),
+        Scenario(
+            "http-gateway-traced",
+            (
+                Metric(
+                    "rps",
+                    f"http mode to nginx, gateway-shaped, traced (100% to a local OTLP sink), "
+                    f"req/s ({load})",
+                    True,
+                ),
+                Metric("p50_ms", "  p50 latency, ms", False, 2),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+                Metric("exported_kib", "  spans exported to the sink, KiB", True, 0),
+            ),
+            proxy_to_nginx_gateway_traced,
             needs_wrk=True,
         ),
         Scenario(
