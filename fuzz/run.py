@@ -27,11 +27,12 @@ def run(name: str, seconds: int) -> tuple[int, bool]:
     """Executions and whether it crashed."""
     work = HERE / ".work" / name
     work.mkdir(parents=True, exist_ok=True)
+    seeds = HERE / "corpus" / name
     command = [
         sys.executable,
         str(HERE / f"fuzz_{name}.py"),
         str(work),
-        str(HERE / "corpus" / name),
+        *([str(seeds)] if seeds.is_dir() else []),  # libFuzzer refuses a missing directory
         f"-max_total_time={seconds}",
         f"-artifact_prefix={HERE / '.work'}/{name}-crash-",
         "-print_final_stats=1",
