@@ -138,9 +138,9 @@ class ResponsePassthrough:
         passed = PassedResponse(
             status, fields, self._has_date, data[head_end + 4 :], self._keeps_alive
         )
-        known = self._known
+        remembered = self._known
         if len(data) <= KNOWN_RESPONSE_MAX:
-            if len(known) >= KNOWN_RESPONSES:
-                known.clear()  # bounded; a server's answers change once a second (Date)
-            known[data] = passed
+            if len(remembered) >= KNOWN_RESPONSES:
+                remembered.clear()  # bounded; a server's answers change once a second (Date)
+            remembered[data] = passed
         return passed

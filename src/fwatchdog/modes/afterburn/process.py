@@ -44,8 +44,12 @@ class _NoClient:
     """Where the rest of an answer goes once its client has left: nowhere (`drop_client`)."""
 
     writable = True
+    closing = False
 
     def write(self, data: bytes) -> None:
+        return None
+
+    def write_soon(self, data: bytes) -> None:
         return None
 
     def writelines(self, parts: list[bytes]) -> None:
