@@ -210,6 +210,7 @@ def all_scenarios(options: Options) -> list[Scenario]:
     """Every scenario, in report order, titled for these options."""
     from benchmarks.scenarios_afterburn import afterburn_scenarios  # it imports this module
     from benchmarks.scenarios_http import http_scenarios  # it imports this module
+    from benchmarks.scenarios_jwt import jwt_scenarios  # it imports this module
     from benchmarks.scenarios_serializing import serializing_scenarios  # it imports this module
     from benchmarks.scenarios_static import static_scenarios  # it imports this module
 
@@ -257,5 +258,6 @@ def all_scenarios(options: Options) -> list[Scenario]:
         *serializing_scenarios(),
         *static_scenarios(),
         *http_scenarios(options),
+        *jwt_scenarios(options),
         *afterburn_scenarios(),
     ]
