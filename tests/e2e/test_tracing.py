@@ -418,3 +418,18 @@ def test_otel_traces_exporter_none_turns_tracing_off(
     assert "TRACEPARENT" not in env and env["Http_Traceparent"] == CALLER_PARENT
     time.sleep(0.3)
     assert collector.spans == []
+
+
+def test_static_mode_requests_are_traced(
+    watchdog_factory: Factory, collector: Collector, tmp_path: Path
+) -> None:
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "index.html").write_text("<p>hi</p>")
+    watchdog = ready(watchdog_factory(mode="static", static_path=str(root), **traced(collector)))
+    assert watchdog.request("GET", "/", headers={"traceparent": CALLER_PARENT})[0] == 200
+    assert watchdog.request("GET", "/missing")[0] == 404
+    found, missing = collector.wait_for(2)
+    assert found.parent_span_id == CALLER_SPAN and found.resource["fwatchdog.mode"] == "static"
+    assert missing.attributes["http.response.status_code"] == 404
+    assert missing.status_code != STATUS_ERROR  # a client's error is not the server's
