@@ -123,7 +123,10 @@ class Tracing:
         self._server_kind = trace.SpanKind.SERVER
         from opentelemetry.trace import Status, StatusCode
 
-        self._error_status = lambda reason: Status(StatusCode.ERROR, reason)
+        def error_status(reason: str) -> Status:
+            return Status(StatusCode.ERROR, reason)
+
+        self._error_status = error_status
         self._spans: dict[int, Any] = {}
         self._coldstart = True
         self._log_ids = log.json_format
