@@ -133,3 +133,12 @@ def test_bad_duration_error_says_what_works() -> None:
         "fwatchdog: exec_timeout: '5x' is not a duration (unknown unit 'x'); "
         "use 30s, 1m30s, 500ms or a number of seconds\n"
     )
+
+
+def test_a_go_setting_that_cannot_be_honoured_stops_start_naming_it() -> None:
+    """Go's classic debug_headers is not implemented: refusing beats silently ignoring it."""
+    result = fwatchdog(**CAT, debug_headers="true")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("fwatchdog: debug_headers: 'true' cannot be honoured: ")
+    assert result.stderr.count("\n") == 1

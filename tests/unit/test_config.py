@@ -5,6 +5,7 @@ from dataclasses import fields, replace
 import pytest
 
 from fwatchdog.settings.config import (
+    REFUSED,
     SETTINGS,
     Config,
     ConfigError,
@@ -282,3 +283,52 @@ def test_http_workers_over_one_refuses_max_inflight() -> None:
     assert config_error(environ).startswith("http_workers: 2 processes cannot share max_inflight")
     assert load_config({**environ, "http_workers": "1"}).max_inflight == 10
     assert load_config({**environ, "http_workers": ""}).http_workers == 0
+
+
+# --- Go settings fwatchdog cannot honour: refused, never ignored (issue 16) ---
+
+
+def test_debug_headers_on_is_refused_naming_it() -> None:
+    message = config_error({**CAT, "debug_headers": "true"})
+    assert message.startswith("debug_headers: 'true' cannot be honoured: ")
+    assert "write_debug" in message  # says what to use instead
+
+
+def test_debug_headers_off_or_unset_is_honoured_as_is() -> None:
+    assert load_config({**CAT, "debug_headers": "false"}) == load_config(CAT)
+    assert load_config({**CAT, "debug_headers": ""}) == load_config(CAT)
+
+
+def test_debug_headers_that_is_not_a_boolean_is_refused_naming_it() -> None:
+    assert config_error({**CAT, "debug_headers": "loud"}).startswith("debug_headers: 'loud'")
+
+
+def test_mode_inproc_is_refused_with_the_reason_not_just_unknown() -> None:
+    message = config_error({**CAT, "mode": "inproc"})
+    assert message.startswith("mode: 'inproc' cannot be honoured: ")
+    assert "Go handler" in message and "mode=http" in message
+
+
+def test_log_call_id_from_go_s_readme_turns_call_ids_on() -> None:
+    assert load_config({**CAT, "log_call_id": "true"}).log_callid is True
+    # Go's code reads log_callid; it wins when both are set.
+    assert load_config({**CAT, "log_callid": "false", "log_call_id": "true"}).log_callid is False
+    assert config_error({**CAT, "log_call_id": "2"}).startswith("log_call_id: ")
+
+
+def test_every_go_of_watchdog_and_classic_setting_is_read_or_refused() -> None:
+    """The environment variables Go's of-watchdog (config/config.go, pkg/watchdog.go) and the
+    classic watchdog (readconfig.go, main.go) read: each is a setting of ours or refused."""
+    go_names = {
+        "fprocess", "function_process", "upstream_url", "http_upstream_url", "content_type",
+        "static_path", "write_timeout", "healthcheck_interval", "log_buffer_size", "log_callid",
+        "port", "read_timeout", "exec_timeout", "suppress_lock", "buffer_http",
+        "http_buffer_req_body", "max_inflight", "prefix_logs", "ready_path", "mode", "jwt_auth",
+        "jwt_auth_debug", "jwt_auth_local", "OPENFAAS_NAME", "OPENFAAS_NAMESPACE",
+        # the classic watchdog's, and log_call_id from the of-watchdog README
+        "cgi_headers", "marshal_request", "debug_headers", "combine_output", "write_debug",
+        "read_debug", "log_call_id",
+    }  # fmt: skip
+    ours = {name for setting in SETTINGS for name in setting.env_names}
+    refused = {name for name, _, _ in REFUSED}
+    assert go_names - ours - refused == set()

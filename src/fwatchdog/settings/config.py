@@ -308,7 +308,13 @@ SETTINGS: tuple[Setting, ...] = (
         "longest function output line logged, in bytes (longer ones are cut); -1: no limit",
         _log_buffer_size,
     ),
-    Setting("log_callid", (), "false", "add the X-Call-Id header to request log lines", _boolean),
+    Setting(
+        "log_callid",
+        ("log_call_id",),
+        "false",
+        "add the X-Call-Id header to request log lines (log_call_id: the name Go's README gives)",
+        _boolean,
+    ),
     Setting(
         "buffer_http",
         ("http_buffer_req_body",),
@@ -460,6 +466,35 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
+# --- what the Go watchdogs read but fwatchdog cannot honour: refused at start, never ignored ---
+# (environment variable, the value refused (None: any true value), why and what to do instead).
+REFUSED: tuple[tuple[str, str | None, str], ...] = (
+    (
+        "debug_headers",
+        None,
+        "the classic watchdog's logging of request and response headers is not implemented; "
+        "unset it (write_debug and read_debug log bodies)",
+    ),
+    (
+        "mode",
+        "inproc",
+        "runs a Go handler compiled into the Go of-watchdog, which fwatchdog cannot; use "
+        "mode=http, or mode=afterburn with fwatchdog.function.serve for Python",
+    ),
+)
+
+
+def _refuse_unhonoured(environ: Mapping[str, str]) -> None:
+    """A Go setting we cannot honour stops the start: silently ignoring it would change what
+    the function does without anyone being told."""
+    for name, refused, why in REFUSED:
+        text = environ.get(name, "")
+        if refused is None:
+            if text and _parse(_boolean, name, text):
+                raise ConfigError(f"{name}: {text!r} cannot be honoured: {why}")
+        elif text == refused:
+            raise ConfigError(f"{name}: {text!r} cannot be honoured: {why}")
+
 
 def lock_file_path(environ: Mapping[str, str]) -> str:
     """Where the lock file lives: Go's `filepath.Join(os.TempDir(), ".lock")`.
@@ -471,6 +506,7 @@ def lock_file_path(environ: Mapping[str, str]) -> str:
 
 def load_config(environ: Mapping[str, str]) -> Config:
     """Read and check every setting from `environ`; raise ConfigError for the first bad one."""
+    _refuse_unhonoured(environ)
     defaults = Config()
     values: dict[str, Any] = {}
     for setting in SETTINGS:
