@@ -1,7 +1,7 @@
 """Starting a function process, waiting for it without blocking, and killing all of it.
 
-Processes start through `os.posix_spawn` (vfork + exec: uvloop's own spawn forks and measured
-4x slower here; `subprocess.Popen` spends as long again in Python), each in a new session so
+Processes start through `os.posix_spawn` (vfork + exec; uvloop's own spawn forks, and
+`subprocess.Popen` spends much more in Python), each in a new session so
 that `exec_timeout` can kill the function together with anything it started. Exit is
 awaited through a pidfd on the event loop: no thread, no SIGCHLD handler.
 """

@@ -60,10 +60,7 @@ Snapshot = dict[str, Any]
 def worker_count(config: Config, cgroup_root: str = CGROUP_ROOT) -> int:
     """How many processes serve the port: http_workers, or (http mode without max_inflight)
     one per CPU the container may use beyond the first, which the function's own server
-    needs, fewer under a small memory limit; 1 in other modes.
-
-    On 2 CPUs shared with the upstream and the load, a second process measured no faster
-    (21.3k against 21.2k req/s) for more CPU per request and 20 MiB more.
+    needs, fewer under a small memory limit; 1 in other modes (why: commit 5287af5).
     """
     if config.mode != "http":
         return 1

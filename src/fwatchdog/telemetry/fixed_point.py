@@ -1,8 +1,8 @@
 """Durations written with a fixed number of decimals, remembered once written.
 
 Every request's duration goes into its log line (4 decimals) and, in http mode, its
-X-Duration-Seconds field (6 decimals, like Go's `%f`). Formatting a float is slow in Python:
-the two had cost about a twentieth of the CPU of a small proxied request. A server's requests
+X-Duration-Seconds field (6 decimals, like Go's `%f`). Formatting a float is slow in Python,
+and this runs for every request. A server's requests
 take the same few thousand values of whole units over and over, so the text of each is kept,
 keyed by the duration in units of the last decimal, rounded half up:
 

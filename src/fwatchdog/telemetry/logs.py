@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 TRUNCATED_MARKER = " [truncated; raise log_buffer_size to see more]"
 
 # Lines wait up to FLUSH_GAP seconds to be written together (the first one starts the clock),
-# or until FLUSH_LINES are waiting: a write at the end of every turn of the loop had cost a
-# tenth of what a small proxied request costs.
+# or until FLUSH_LINES are waiting: a write system call per line costs more than the request.
 FLUSH_GAP = 0.005
 FLUSH_LINES = 256
 # A write of at most PIPE_BUF bytes (4096 on Linux) to a pipe is never interleaved with
