@@ -6,6 +6,7 @@ trace context they were given.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -323,12 +324,19 @@ def test_jwt_refusal_is_an_error_span_with_its_reason(
     assert span.attributes["fwatchdog.refused"] == span.status_message
 
 
-def test_a_collector_that_is_down_costs_requests_nothing(watchdog_factory: Factory) -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+@pytest.mark.parametrize("collector_is", ["down", "silent"])
+def test_a_collector_that_is_down_or_silent_costs_requests_nothing(
+    watchdog_factory: Factory, collector_is: str
+) -> None:
+    # down: nothing listens; silent: the kernel takes connections and bytes, nobody answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    if collector_is == "silent":
+        silent.listen(8)
     watchdog = ready(
         watchdog_factory(
             fprocess="cat",
-            OTEL_EXPORTER_OTLP_ENDPOINT=nowhere,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
             OTEL_BSP_SCHEDULE_DELAY="20",
             OTEL_BSP_MAX_QUEUE_SIZE="64",
             OTEL_BSP_MAX_EXPORT_BATCH_SIZE="16",
@@ -345,6 +353,7 @@ def test_a_collector_that_is_down_costs_requests_nothing(watchdog_factory: Facto
     started = time.monotonic()
     assert watchdog.terminate(timeout=15) == 0
     assert time.monotonic() - started < 8  # the flush gives up after FLUSH_SECONDS
+    silent.close()
 
 
 @pytest.mark.parametrize("http_workers", ["", "2"])
