@@ -47,9 +47,9 @@ MAX_QUEUED_REQUESTS = 16
 RAW_HEAD_SLACK = 256 * 1024
 DEADLINE_TICK = 0.1
 UPGRADE_BUFFER_LIMIT = 64 * 1024
-# A new connection whose first request has not arrived yet is not closed as idle by a drain
-# for this long: its client may have sent it already.
-NEW_CONNECTION_GRACE = 1.0
+# A drain does not close as idle a connection whose client may have sent a request already:
+# a new one before its first request, or one whose last answer said keep-alive, for this long.
+SEND_GRACE = 1.0
 # The rest of a body its answer did not need is skipped, keeping the connection, up to this.
 SKIP_BODY_MAX = 64 * 1024
 # A lingering close reads and drops the client's bytes for at most this long and this much.
@@ -112,8 +112,8 @@ class ServerState:
             conn.close_if_idle()
 
     def settling(self) -> bool:
-        """Whether a new connection may still bring a request (see NEW_CONNECTION_GRACE)."""
-        return any(conn.fresh for conn in self.connections)
+        """Whether an idle connection may still bring a request (see SEND_GRACE)."""
+        return any(conn.may_send for conn in self.connections)
 
 
 def is_whole_message(raw: bytes, content_length: int | None) -> bool:
@@ -165,6 +165,7 @@ class HttpConnection(asyncio.Protocol):
         self._client_eof = False
         self._made = self._loop.time()
         self._requests = 0
+        self._idle_since = 0.0  # when the last answer that kept the connection ended
         self.remote_addr: tuple[str, int] = ("", 0)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -423,7 +424,9 @@ class HttpConnection(asyncio.Protocol):
                 return
         if not keep_open:
             self._close()
-        elif self._queue:
+            return
+        self._idle_since = self._loop.time()
+        if self._queue:
             if self._reading_paused:
                 self.update_reading()
             self._begin(self._queue.popleft())
@@ -613,17 +616,16 @@ class HttpConnection(asyncio.Protocol):
         self._linger_deadline = 0.0
 
     @property
-    def fresh(self) -> bool:
-        """New, and its first request may be on its way."""
-        return (
-            self._requests == 0
-            and not self._state.closed
-            and self._loop.time() - self._made < NEW_CONNECTION_GRACE
-        )
+    def may_send(self) -> bool:
+        """Idle, but its client may have sent a request already (see SEND_GRACE)."""
+        if not self._state.idle or self._queue or self._waiting is not None:
+            return False
+        since = self._made if self._requests == 0 else self._idle_since
+        return self._loop.time() - since < SEND_GRACE
 
     def close_if_idle(self) -> None:
-        """Close between requests (a drain), sparing a fresh connection."""
-        if self._state.idle and not self._queue and self._waiting is None and not self.fresh:
+        """Close between requests (a drain), sparing one whose client may be sending."""
+        if self._state.idle and not self._queue and self._waiting is None and not self.may_send:
             self._close()
 
     def _linger(self) -> None:
