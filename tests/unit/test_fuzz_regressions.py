@@ -55,11 +55,6 @@ def test_reader_reads_a_body_larger_than_its_read_piece() -> None:
     assert request is not None and request.body == body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http/passthrough.py (lead's rewrite) takes every byte after the head as the body; "
-    "it must decline (or cut) bytes past Content-Length",
-)
 @pytest.mark.parametrize("after", [b"\r", b"\r\n", b"\n\n"])
 def test_passthrough_passes_no_bytes_past_the_content_length(after: bytes) -> None:
     """fuzz_upstream_response: llhttp skips CR and LF after a complete message, so an upstream

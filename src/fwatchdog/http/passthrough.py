@@ -60,6 +60,7 @@ class ResponsePassthrough:
     """
 
     __slots__ = (
+        "_body_size",
         "_complete",
         "_connection_name",
         "_has_date",
@@ -77,6 +78,7 @@ class ResponsePassthrough:
         # answers the same bytes all through a second (its Date changes once a second).
         self._known: dict[bytes, PassedResponse] = {}
         self._messages = 0
+        self._body_size = 0
         self._complete = False
         self._keeps_alive = False
         self._unusual = False
@@ -102,6 +104,9 @@ class ResponsePassthrough:
                 self._unusual = True  # it names fields to drop, or says two things
             self._connection_name = name
 
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+
     def on_message_complete(self) -> None:
         self._complete = True
         self._keeps_alive = self._parser.should_keep_alive()  # forgotten once it returns
@@ -114,7 +119,7 @@ class ResponsePassthrough:
             return known
         if not data.startswith(b"HTTP/1.1 "):
             return None
-        self._messages = 0
+        self._messages = self._body_size = 0
         self._complete = self._unusual = self._has_date = self._has_length = False
         self._connection_name = None
         parser = self._parser
@@ -130,6 +135,8 @@ class ResponsePassthrough:
         if self._unusual or not self._has_length or status < 200 or status in (204, 304):
             return None  # without a length: delimited by the end of the connection
         head_end = data.find(HEAD_END)
+        if len(data) - head_end - 4 != self._body_size:
+            return None  # bytes after the body (llhttp skips stray line ends): not ours to pass
         fields = data[: head_end + 2]
         connection_name = self._connection_name
         if connection_name is not None:
