@@ -131,7 +131,9 @@ def test_one_input(data: bytes) -> None:
     if len(data) < 3:
         return
     provider = atheris.FuzzedDataProvider(data)
-    cuts = sorted(provider.ConsumeIntInRange(0, 4096) for _ in range(provider.ConsumeIntInRange(0, 3)))
+    cuts = sorted(
+        provider.ConsumeIntInRange(0, 4096) for _ in range(provider.ConsumeIntInRange(0, 3))
+    )
     eof = provider.ConsumeBool()
     body = provider.ConsumeBytes(provider.remaining_bytes())
     pieces, last = [], 0

@@ -64,6 +64,7 @@ class Router:
         metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
+        self._started = False
         self._auth: Authenticator | None = None
         if config.jwt_auth:
             from fwatchdog.auth import Authenticator  # its JOSE library only when asked for
@@ -74,9 +75,11 @@ class Router:
             self._record = self._record_traced  # type: ignore[method-assign]
 
     async def start(self) -> None:
-        """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys)."""
-        if self._auth is not None:
+        """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys);
+        once, however often it is called."""
+        if self._auth is not None and not self._started:
             await self._auth.start()
+        self._started = True
 
     async def stop(self) -> None:
         if self._auth is not None:

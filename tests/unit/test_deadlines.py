@@ -41,7 +41,7 @@ def test_raises_timeout_error_once_the_deadline_passed_and_forgets_the_task() ->
         await asyncio.sleep(0.05)  # and the task is not cancelled again later
         return elapsed
 
-    assert 0.05 <= run(main) < 1.0
+    assert 0.045 <= run(main) < 1.0  # the loop's timers are rounded to the millisecond
 
 
 def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:

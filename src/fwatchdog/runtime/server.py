@@ -209,6 +209,9 @@ class Watchdog:
         mode = make_mode(config, self.log, primary)
         router = Router(config, mode, self.health, self.log, self.metrics)
         state = ServerState()
+        # Ready to judge requests (jwt_auth's keys) before saying it listens: the primary
+        # reports healthy once every process listens.
+        await router.start()
         try:
             listener = listening_socket(config.port, "port", "join")
         except StartupError:
