@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Watchdog, http_mode_settings, wait_until
+from raw_http import ResponseReader
 
 Factory = Callable[..., Watchdog]
 
@@ -117,3 +119,14 @@ def test_answers_made_while_draining_say_connection_close(watchdog_factory: Fact
     assert (response.status, response.read()) == (200, b"b")
     assert response.getheader("Connection") == "close"
     conn.close()
+
+
+def test_a_skipped_body_that_stalls_is_closed_at_read_timeout(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    (tmp_path / "f.txt").write_bytes(b"file\n")
+    watchdog = watchdog_factory(mode="static", static_path=str(tmp_path), read_timeout="1s")
+    with socket.create_connection(("127.0.0.1", watchdog.port), timeout=5) as sock:
+        sock.sendall(b"GET /f.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        reader = ResponseReader(sock)
+        assert (reader.read_response().status, reader.closed_by_server()) == (200, True)

@@ -605,6 +605,8 @@ class HttpConnection(asyncio.Protocol):
         body = self._current_body
         if body is not None and not body.complete:
             body.fail(ReadTimeoutError("read_timeout exceeded while reading the request body"))
+            if self._state.answering == st.IDLE and not self._queue:
+                self._close()  # the rest of a body whose answer has gone, and it stalled
 
     def _arm_idle_timer(self) -> None:
         if self._limits.idle_timeout > 0 and not self._state.closed:
