@@ -38,7 +38,7 @@ from fwatchdog.http.request import (
 )
 from fwatchdog.http.response import Response
 from fwatchdog.http.state import ConnectionState
-from fwatchdog.http.writer import Writer, batch_of
+from fwatchdog.http.writer import Writer, WritesThrough, batch_of
 
 OnError = Callable[[str], None]
 
@@ -122,7 +122,7 @@ def is_whole_message(raw: bytes, content_length: int | None) -> bool:
     return head_end >= 0 and head_end + 4 + (content_length or 0) == len(raw)
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(WritesThrough, asyncio.Protocol):
     """An HTTP/1.1 server connection on the httptools (llhttp) parser."""
 
     def __init__(
@@ -518,19 +518,6 @@ class HttpConnection(asyncio.Protocol):
     def closing(self) -> bool:
         """The server is draining: every answer says `Connection: close`."""
         return self._server.closing
-
-    def write(self, data: bytes) -> None:
-        if self._writer is not None:
-            self._writer.write(data)
-
-    def writelines(self, parts: list[bytes]) -> None:
-        if self._writer is not None:
-            self._writer.writelines(parts)
-
-    def write_soon(self, data: bytes) -> None:
-        """A whole answer, written at the end of the loop's turn with the other writes."""
-        if self._writer is not None:
-            self._writer.write_soon(data)
 
     async def drain(self) -> None:
         if self._state.closed:

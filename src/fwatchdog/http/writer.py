@@ -118,3 +118,24 @@ class Writer:
             return None
         sock = self.transport.get_extra_info("socket")
         return None if sock is None else os.dup(sock.fileno())
+
+
+class WritesThrough:
+    """What a connection offers its producers (a Response, a proxied request): writes that go
+    through its `Writer`, once the connection has one."""
+
+    __slots__ = ()
+    _writer: Writer | None
+
+    def write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self._writer is not None:
+            self._writer.writelines(parts)
+
+    def write_soon(self, data: bytes) -> None:
+        """A whole message, written at the end of the loop's turn with the other writes."""
+        if self._writer is not None:
+            self._writer.write_soon(data)

@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from fwatchdog.http.writer import Writer, batch_of
+from fwatchdog.http.writer import Writer, WritesThrough, batch_of
 
 # Idle connections kept for reuse; Go's transport keeps 100 per host.
 MAX_IDLE = 100
@@ -69,7 +69,7 @@ class ResponseSink(Protocol):
 TakeWhole = Callable[[bytes], bool | None]
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(WritesThrough, asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one request at a time."""
 
     __slots__ = (
@@ -149,19 +149,6 @@ class UpstreamConnection(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         return self._writable
-
-    def write(self, data: bytes) -> None:
-        if self._writer is not None:
-            self._writer.write(data)
-
-    def writelines(self, parts: list[bytes]) -> None:
-        if self._writer is not None:
-            self._writer.writelines(parts)
-
-    def write_soon(self, data: bytes) -> None:
-        """A whole request, written at the end of the loop's turn with the other writes."""
-        if self._writer is not None:
-            self._writer.write_soon(data)
 
     async def drain(self) -> None:
         """Wait until the upstream takes more body bytes (or the connection ends)."""
