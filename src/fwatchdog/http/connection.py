@@ -56,6 +56,8 @@ SKIP_BODY_MAX = 64 * 1024
 LINGER_SECONDS = 5.0
 LINGER_BYTES = 256 * 1024 * 1024
 HEAD_END = b"\r\n\r\n"
+# The lengths of the framing fields' names: Expect, Content-Length, Transfer-Encoding.
+_FRAMING_NAME_SIZES = frozenset((6, 14, 17))
 
 
 class Handler(Protocol):
@@ -147,6 +149,10 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._current_body: RequestBody | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        # The framing fields of the head being parsed, noted as on_header sees them.
+        self._content_length: int | None = None
+        self._chunked = False
+        self._expect_continue = False
         # This read's bytes while no message has begun in it yet, then the first message's.
         self._read: bytes | None = None
         self._message_read: bytes | None = None
@@ -266,6 +272,8 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._url = b""
         self._header_bytes = 0
         self._headers = []
+        self._content_length = None
+        self._chunked = self._expect_continue = False
         self._idle_deadline = 0.0
         if self._limits.read_timeout > 0:
             self._read_deadline = self._loop.time() + self._limits.read_timeout
@@ -277,9 +285,18 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
             raise HeadersTooLargeError
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
+        size = len(name)
+        self._header_bytes += size + len(value) + 4
         if self._header_bytes > self._limits.max_header_bytes:
             raise HeadersTooLargeError
+        if size in _FRAMING_NAME_SIZES:  # lengths first: lowering every name costs more
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self._content_length = int(value)
+            elif lowered == b"transfer-encoding":
+                self._chunked = b"chunked" in value.lower()
+            elif lowered == b"expect":
+                self._expect_continue = value.lower() == b"100-continue"
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -288,20 +305,9 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._raw_head_bytes = 0
         parser = self._parser
         headers = self._headers
-        chunked = False
-        content_length: int | None = None
-        expect_continue = False
-        for name, value in headers:
-            # Lengths first: most names are none of the three, and lowering each costs more.
-            size = len(name)
-            if size == 14:
-                if name.lower() == "content-length":
-                    content_length = int(value)
-            elif size == 17:
-                if name.lower() == "transfer-encoding":
-                    chunked = "chunked" in value.lower()
-            elif size == 6 and name.lower() == "expect":
-                expect_continue = value.lower() == "100-continue"
+        chunked = self._chunked
+        content_length = self._content_length
+        expect_continue = self._expect_continue
         http_version = parser.get_http_version()
         upgrade = parser.should_upgrade()
         raw = self._message_read
