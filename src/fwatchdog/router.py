@@ -156,7 +156,7 @@ class Router:
             return True
         request.body.discard()
         response.send(denial.status, denial.body, list(denial.headers))
-        line = self.line_of(request.method, request.target, request.headers)
+        line = self.line_of(request)
         line = RequestLine(
             line.method, line.target, line.call_id, note=f"ACCESS DENIED ({denial.reason})"
         )
@@ -256,25 +256,25 @@ class Router:
 
     def _record(self, request: Request, response: Response, seconds: float) -> None:
         status = response.status if response.started else 499  # 499: the client went away
-        line = self.line_of(request.method, request.target, request.headers)
+        line = self.line_of(request)
         self.record(line, status, response.bytes_sent, seconds)
 
     def _record_traced(self, request: Request, response: Response, seconds: float) -> None:
         """`_record` with tracing on: the request's span ends with what its line says."""
         status = response.status if response.started else 499
-        line = self.line_of(request.method, request.target, request.headers)
+        line = self.line_of(request)
         assert self._tracing is not None
         trace = self._tracing.end(request, status)
         self.record(line, status, response.bytes_sent, seconds, trace)
 
-    def line_of(self, method: str, target: str, headers: list[tuple[str, str]]) -> RequestLine:
+    def line_of(self, request: Request) -> RequestLine:
         """What the log line and metrics of a request need from it."""
-        user_agent = header_value(headers, "user-agent")
+        user_agent = request.user_agent
         probe = user_agent is not None and user_agent.startswith("kube-probe")
         call_id: str | None = None
         if self._config.log_callid:
-            call_id = header_value(headers, "x-call-id") or "none"
-        return RequestLine(method, target, call_id, logged=not probe)
+            call_id = header_value(request.headers, "x-call-id") or "none"
+        return RequestLine(request.method, request.target, call_id, logged=not probe)
 
     def record(
         self,

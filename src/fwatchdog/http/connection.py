@@ -29,7 +29,7 @@ from typing import Protocol
 import httptools
 
 from fwatchdog.http import state as st
-from fwatchdog.http.headers import split_target
+from fwatchdog.http.headers import HOP_BY_HOP, split_target
 from fwatchdog.http.request import (
     ClientDisconnectedError,
     ReadTimeoutError,
@@ -56,8 +56,12 @@ SKIP_BODY_MAX = 64 * 1024
 LINGER_SECONDS = 5.0
 LINGER_BYTES = 256 * 1024 * 1024
 HEAD_END = b"\r\n\r\n"
-# The lengths of the framing fields' names: Expect, Content-Length, Transfer-Encoding.
-_FRAMING_NAME_SIZES = frozenset((6, 14, 17))
+# Fields the head's parse notes as it goes (framing, Host, User-Agent, hop-by-hop and Expect),
+# found first by the lengths of their names.
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_NOTED_NAME_SIZES = frozenset(
+    len(name) for name in (*_HOP_BY_HOP_BYTES, b"expect", b"host", b"user-agent", b"content-length")
+)
 
 
 class Handler(Protocol):
@@ -153,6 +157,9 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._content_length: int | None = None
         self._chunked = False
         self._expect_continue = False
+        self._has_host = False
+        self._hop_by_hop = False
+        self._user_agent: str | None = None
         # This read's bytes while no message has begun in it yet, then the first message's.
         self._read: bytes | None = None
         self._message_read: bytes | None = None
@@ -272,8 +279,8 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._url = b""
         self._header_bytes = 0
         self._headers = []
-        self._content_length = None
-        self._chunked = self._expect_continue = False
+        self._content_length = self._user_agent = None
+        self._chunked = self._expect_continue = self._has_host = self._hop_by_hop = False
         self._idle_deadline = 0.0
         if self._limits.read_timeout > 0:
             self._read_deadline = self._loop.time() + self._limits.read_timeout
@@ -289,14 +296,24 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._header_bytes += size + len(value) + 4
         if self._header_bytes > self._limits.max_header_bytes:
             raise HeadersTooLargeError
-        if size in _FRAMING_NAME_SIZES:  # lengths first: lowering every name costs more
+        if size in _NOTED_NAME_SIZES:  # lengths first: lowering every name costs more
             lowered = name.lower()
             if lowered == b"content-length":
                 self._content_length = int(value)
+            elif lowered == b"host":
+                self._has_host = True
+            elif lowered == b"user-agent" and self._user_agent is None:
+                self._user_agent = value.decode("latin-1")
             elif lowered == b"transfer-encoding":
                 self._chunked = b"chunked" in value.lower()
+                self._hop_by_hop = True
             elif lowered == b"expect":
                 self._expect_continue = value.lower() == b"100-continue"
+                self._hop_by_hop = True
+            elif lowered in _HOP_BY_HOP_BYTES:
+                self._hop_by_hop = True
+        elif (name[0] | 0x20) == 0x70 and name[:6].lower() == b"proxy-":  # a 'p'
+            self._hop_by_hop = True
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -332,6 +349,9 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
             content_length=content_length,
             remote_addr=self.remote_addr,
             raw=raw,
+            user_agent=self._user_agent,
+            has_host=self._has_host,
+            hop_by_hop=self._hop_by_hop,
         )
         self._current_body = body
         if upgrade:

@@ -238,6 +238,11 @@ class Request:
     # The whole message as it arrived, when it came alone in one read with a Content-Length
     # body or none: a proxy may pass it on as it is.
     raw: bytes | None = None
+    # Noted while the head was parsed: its User-Agent, whether it has a Host, and whether any
+    # field stops at this hop (http/headers.py's policy) or is an Expect.
+    user_agent: str | None = None
+    has_host: bool = False
+    hop_by_hop: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case."""

@@ -63,8 +63,6 @@ IDEMPOTENCY_KEYS = frozenset(("idempotency-key", "x-idempotency-key"))
 
 # Towards the upstream the framing is ours to write, and 100-continue ours to answer.
 _FRAMING_FIELDS = frozenset(("content-length", "expect"))
-# Request fields that make the proxy write a head afresh rather than pass it on as it came.
-_NOT_PASSED = HOP_BY_HOP | {"expect"}
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds.
 _NOT_RETURNED = frozenset((b"date", b"x-duration-seconds"))
@@ -211,7 +209,8 @@ class HttpMode:
         if body is None:
             return False
         started = time.perf_counter()
-        passes, asked_timeout = _scan_fields(request.headers)
+        passes = request.has_host and not request.hop_by_hop
+        asked_timeout = header_value(request.headers, "x-timeout")
         exchange = _Exchange(self, request, response, started, *self._bounds(asked_timeout))
         exchange.send(self._whole_message(request, body, passes), streamed=False)
         return True
@@ -220,8 +219,8 @@ class HttpMode:
         """The same exchange in a task: for a request that waits for the upstream to be
         ready, streams its body, or upgrades the connection."""
         started = time.perf_counter()
-        passes, asked_timeout = _scan_fields(request.headers)
-        timeout, timeout_name = self._timeout(asked_timeout)
+        passes = request.has_host and not request.hop_by_hop
+        timeout, timeout_name = self._timeout(header_value(request.headers, "x-timeout"))
         if not self._ready.done():
             try:
                 await self._deadlines.within(asyncio.shield(self._ready), timeout)
@@ -668,23 +667,6 @@ class _Exchange:
 
 def _exceeded(name: str, seconds: float) -> str:
     return f"{name} ({format_duration(seconds)}) exceeded"
-
-
-def _scan_fields(headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
-    """In one pass: whether the request's fields need no change on the way upstream (a Host,
-    no hop-by-hop field, no Expect), and the X-Timeout it asks for."""
-    has_host = False
-    passes = True
-    asked_timeout: str | None = None
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in _NOT_PASSED or lowered.startswith("proxy-"):
-            passes = False
-        elif lowered == "host":
-            has_host = True
-        elif lowered == "x-timeout" and asked_timeout is None:
-            asked_timeout = value
-    return passes and has_host, asked_timeout
 
 
 def _upgrade_headers(headers: RawHeaders, started: float) -> list[tuple[str, str]]:
