@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fwatchdog.http.request import Request, header_value
+from fwatchdog.http.request import Request
 from fwatchdog.http.response import Response
 from fwatchdog.modes.base import Mode, answer_now_of
 from fwatchdog.runtime.deadlines import Deadlines
@@ -104,7 +104,7 @@ class Router:
             self._tracing.start(request)
         auth = self._auth
         if auth is not None:
-            result = auth.check(header_value(request.headers, "authorization"))
+            result = auth.check(request.header("authorization"))
             if result.unknown_key:  # a key the issuer may just have added: worth a wait
                 return self._authenticate_then_function(request, response, started)
             if not self._authenticated(request, response, result, started):
@@ -133,7 +133,7 @@ class Router:
     ) -> None:
         auth = self._auth
         assert auth is not None
-        result = await auth.check_waiting(header_value(request.headers, "authorization"))
+        result = await auth.check_waiting(request.header("authorization"))
         if not self._authenticated(request, response, result, started):
             return
         if not self._admit(request, response):
@@ -273,7 +273,7 @@ class Router:
         probe = user_agent is not None and user_agent.startswith("kube-probe")
         call_id: str | None = None
         if self._config.log_callid:
-            call_id = header_value(request.headers, "x-call-id") or "none"
+            call_id = request.header("x-call-id") or "none"
         return RequestLine(request.method, request.target, call_id, logged=not probe)
 
     def record(

@@ -152,7 +152,7 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._waiting: Request | None = None
         self._current_body: RequestBody | None = None
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         # The framing fields of the head being parsed, noted as on_header sees them.
         self._content_length: int | None = None
         self._chunked = False
@@ -314,7 +314,7 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
                 self._hop_by_hop = True
         elif (name[0] | 0x20) == 0x70 and name[:6].lower() == b"proxy-":  # a 'p'
             self._hop_by_hop = True
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._state.head_complete()
@@ -340,7 +340,8 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
             target=target,
             path=path,
             query=query,
-            headers=headers,
+            headers=None,
+            raw_headers=headers,
             http_version=http_version,
             keep_alive=parser.should_keep_alive(),
             body=body,

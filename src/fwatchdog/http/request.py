@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from dataclasses import dataclass
 from typing import Protocol
 
 from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
@@ -218,35 +217,104 @@ class RequestBody:
         self._control.update_reading()
 
 
-@dataclass(slots=True)
 class Request:
-    """A request as the modes see it: no framing details beyond what they need."""
+    """A request as the modes see it: no framing details beyond what they need.
 
-    method: str
-    target: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    http_version: str
-    keep_alive: bool
-    body: RequestBody
-    chunked: bool = False
-    content_length: int | None = None
-    remote_addr: tuple[str, int] = ("", 0)
-    # Asks to switch protocols (Upgrade with Connection: upgrade): see Response.switch_protocols.
-    upgrade: bool = False
-    # The whole message as it arrived, when it came alone in one read with a Content-Length
-    # body or none: a proxy may pass it on as it is.
-    raw: bytes | None = None
-    # Noted while the head was parsed: its User-Agent, whether it has a Host, and whether any
-    # field stops at this hop (http/headers.py's policy) or is an Expect.
-    user_agent: str | None = None
-    has_host: bool = False
-    hop_by_hop: bool = False
+    Its fields are decoded from the parser's bytes only when something reads `headers`: a
+    request passed on as it came never needs them as text."""
+
+    __slots__ = (
+        "_headers",
+        "_raw_headers",
+        "body",
+        "chunked",
+        "content_length",
+        "has_host",
+        "hop_by_hop",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "raw",
+        "remote_addr",
+        "target",
+        "upgrade",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]] | None,
+        http_version: str,
+        keep_alive: bool,
+        body: RequestBody,
+        chunked: bool = False,
+        content_length: int | None = None,
+        remote_addr: tuple[str, int] = ("", 0),
+        upgrade: bool = False,
+        raw: bytes | None = None,
+        user_agent: str | None = None,
+        has_host: bool = False,
+        hop_by_hop: bool = False,
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self._headers = headers
+        self._raw_headers = raw_headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.body = body
+        self.chunked = chunked
+        self.content_length = content_length
+        self.remote_addr = remote_addr
+        # Asks to switch protocols (Upgrade with Connection: upgrade): Response.switch_protocols.
+        self.upgrade = upgrade
+        # The whole message as it arrived, when it came alone in one read with a Content-Length
+        # body or none: a proxy may pass it on as it is.
+        self.raw = raw
+        # Noted while the head was parsed: its User-Agent, whether it has a Host, and whether
+        # any field stops at this hop (http/headers.py's policy) or is an Expect.
+        self.user_agent = user_agent
+        self.has_host = has_host
+        self.hop_by_hop = hop_by_hop
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The fields in order, as text (latin-1, as HTTP/1.1 fields are octets)."""
+        headers = self._headers
+        if headers is None:
+            raw_headers = self._raw_headers or []
+            headers = self._headers = [
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers
+            ]
+            self._raw_headers = None
+        return headers
+
+    @headers.setter
+    def headers(self, headers: list[tuple[str, str]]) -> None:
+        self._headers = headers
+        self._raw_headers = None
 
     def header(self, name: str) -> str | None:
-        """The first value of a header, matched without regard to case."""
-        return header_value(self.headers, name.lower())
+        """The first value of a header, matched without regard to case; without decoding the
+        others when they are still bytes."""
+        raw_headers = self._raw_headers
+        if raw_headers is None:
+            return header_value(self.headers, name.lower())
+        wanted = name.lower().encode("latin-1")
+        size = len(wanted)
+        for key, value in raw_headers:
+            if len(key) == size and key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
 
 
 def header_value(headers: list[tuple[str, str]], lowered: str) -> str | None:

@@ -210,7 +210,7 @@ class HttpMode:
             return False
         started = time.perf_counter()
         passes = request.has_host and not request.hop_by_hop
-        asked_timeout = header_value(request.headers, "x-timeout")
+        asked_timeout = request.header("x-timeout")
         exchange = _Exchange(self, request, response, started, *self._bounds(asked_timeout))
         exchange.send(self._whole_message(request, body, passes), streamed=False)
         return True
@@ -220,7 +220,7 @@ class HttpMode:
         ready, streams its body, or upgrades the connection."""
         started = time.perf_counter()
         passes = request.has_host and not request.hop_by_hop
-        timeout, timeout_name = self._timeout(header_value(request.headers, "x-timeout"))
+        timeout, timeout_name = self._timeout(request.header("x-timeout"))
         if not self._ready.done():
             try:
                 await self._deadlines.within(asyncio.shield(self._ready), timeout)
