@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -321,10 +322,13 @@ class Response:
             self._remaining -= count
         if self._chunked:
             head += b"%x\r\n" % count
-        if head:
-            self._conn.write(head)
-        socket_fd = await self._conn.lend_socket()
+        # The head goes out on the socket too, marked MSG_MORE, so that it leaves with the
+        # file's first bytes rather than in a segment of its own.
+        sock = socket.socket(fileno=await self._conn.lend_socket())
+        socket_fd = sock.fileno()
         try:
+            if head:
+                await _send_more(sock, head)
             while count > 0:
                 try:
                     sent = os.sendfile(socket_fd, file_fd, offset, count)
@@ -344,7 +348,7 @@ class Response:
                 count -= sent
                 self.bytes_sent += sent
         finally:
-            os.close(socket_fd)
+            sock.close()
         while count > 0:
             data = os.pread(file_fd, min(count, COPY_CHUNK), offset)
             if not data:
@@ -463,3 +467,19 @@ class Response:
     def send_text(self, status: int, text: str) -> None:
         """A plain-text error or message, one line."""
         self.send(status, text.encode() + b"\n", [("Content-Type", "text/plain; charset=utf-8")])
+
+
+async def _send_more(sock: socket.socket, data: bytes) -> None:
+    """All of `data` on a non-blocking socket, MSG_MORE: more follows at once."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view, socket.MSG_MORE)
+        except (BlockingIOError, InterruptedError):
+            waiter = asyncio.get_running_loop().create_future()
+            wait_writable(sock.fileno(), waiter)
+            await waiter
+            continue
+        except OSError as error:
+            raise ClientDisconnectedError(f"client went away: {error}") from None
+        view = view[sent:]
