@@ -19,7 +19,7 @@ ARG GIT_SHA=unknown
 COPY ${WHEELS}/ /tmp/wheels/
 RUN python3 -m venv /opt/fwatchdog \
     && /opt/fwatchdog/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels \
-        --disable-pip-version-check fwatchdog \
+        --disable-pip-version-check "fwatchdog[otel]" \
     && /opt/fwatchdog/bin/pip uninstall --yes --quiet setuptools \
     && rm -rf /tmp/wheels \
     && groupadd --gid 10001 app \

@@ -51,5 +51,5 @@ fi
 echo "== wheels"
 rm -rf "$OUT/wheels"
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$OUT/wheels" \
-    . -r templates/python3-flask-afterburn/function/requirements.txt
+    ".[otel]" -r templates/python3-flask-afterburn/function/requirements.txt
 ls "$OUT/wheels"

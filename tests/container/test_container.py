@@ -192,6 +192,20 @@ def test_version_names_the_commit_built(images: dict[str, str]) -> None:
     assert "SHA: unknown" not in printed
 
 
+def test_image_carries_the_tracing_extra(images: dict[str, str]) -> None:
+    """Tracing turns on with OTEL_EXPORTER_OTLP_ENDPOINT alone: the SDK must be in the image."""
+    printed = podman(
+        "run",
+        "--rm",
+        "--network=host",
+        images["fwatchdog"],
+        "python3",
+        "-c",
+        "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http; print('ok')",
+    )
+    assert printed.strip() == "ok"
+
+
 def test_health_check_is_the_watchdog_s_and_follows_the_lock_file(
     start: Callable[..., Container],
 ) -> None:
