@@ -408,8 +408,8 @@ def test_pipelined_requests_on_both_paths_are_answered_in_order(shared: Watchdog
 def test_a_request_sent_while_a_relayed_one_is_in_flight_is_answered_after_it(
     shared: Watchdog,
 ) -> None:
-    """The whole lane's answer is written at the end of the loop's turn (WriteBatch); a probe
-    that arrived while it was in flight is answered after it."""
+    """An answer passed on as it came is written at the end of the loop's turn (the Writer);
+    a probe that arrived while it was in flight is answered after it."""
     with raw_connection(shared) as sock:
         sock.sendall(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
         shared.wait_for_log("sleeping 0.3")
@@ -451,9 +451,8 @@ def test_a_whole_simple_answer_is_passed_on_as_it_came(shared: Watchdog) -> None
 
 
 def test_the_same_request_again_still_goes_to_the_upstream_every_time(shared: Watchdog) -> None:
-    """Repeated byte for byte, a request is passed on without being parsed again
-    (answer_known), and a repeated answer without being checked again: each one still goes
-    upstream and each answer comes back."""
+    """Repeated byte for byte, a request still goes upstream every time (nothing is answered
+    from memory of an earlier request), and each answer comes back."""
     request_bytes = b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
     with raw_connection(shared) as sock:
         counts = []
@@ -763,8 +762,8 @@ def test_exec_timeout_gives_504_from_the_watchdog(http_factory: Factory) -> None
 # A request whose body is all here goes out on an idle pooled connection without a task
 # (`HttpMode.answer_now`); the first request of a watchdog finds no idle connection and takes
 # the task path. Timeouts and clients leaving must come out the same on both.
-# The three ways a request can go: in a task (no idle pooled connection yet), passed on as it
-# came (`answer_whole`), or with its head rewritten (`answer_now`: a hop-by-hop field to drop).
+# The three ways a request can go out: in a task (no idle pooled connection yet), as the bytes
+# it came as, or with its head rewritten (a hop-by-hop field to drop); one _Exchange each time.
 PATHS = {
     "first request (task path)": (False, []),
     "pooled connection, passed on as it came": (True, []),

@@ -804,9 +804,8 @@ def test_static_large_file_rewritten_is_served_new_on_a_kept_alive_connection(
 def test_static_the_same_request_again_gets_the_same_answer_until_the_file_changes(
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:
-    """A request repeated byte for byte is answered from what was remembered of it, before
-    the parser (answer_known): same bytes, a fresh Date, a log line each, on any connection;
-    a change to the file is seen at once."""
+    """A request repeated byte for byte (a cached file) gets the same bytes, a fresh Date and
+    a log line each, on any connection; a change to the file is seen at once."""
     root = tmp_path / "root"
     path = write_file(root / "app.js", b"version = 1;", MTIME)
     watchdog = watchdog_factory(mode="static", static_path=str(root))
