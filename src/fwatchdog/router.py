@@ -64,22 +64,17 @@ class Router:
         metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
-        self._started = False
         self._auth: Authenticator | None = None
         if config.jwt_auth:
             from fwatchdog.auth import Authenticator  # its JOSE library only when asked for
 
             self._auth = Authenticator(config, log)
         self._tracing = tracing_from_environment(config, log)  # None unless OTEL_* ask
-        if self._tracing is not None:  # so that _record checks nothing when tracing is off
-            self._record = self._record_traced  # type: ignore[method-assign]
 
     async def start(self) -> None:
-        """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys);
-        once, however often it is called."""
-        if self._auth is not None and not self._started:
+        """Ready what the rules need before the watchdog reports healthy (jwt_auth's keys)."""
+        if self._auth is not None:
             await self._auth.start()
-        self._started = True
 
     async def stop(self) -> None:
         if self._auth is not None:
@@ -109,8 +104,7 @@ class Router:
                 return self._authenticate_then_function(request, response, started)
             if not self._authenticated(request, response, result, started):
                 return None
-        if not self._admit(request, response):
-            self._record(request, response, time.perf_counter() - started)
+        if not self._admit(request, response, started):
             return None
         self.in_flight += 1
         answer_now = self._mode_answer_now
@@ -136,8 +130,7 @@ class Router:
         result = await auth.check_waiting(request.header("authorization"))
         if not self._authenticated(request, response, result, started):
             return
-        if not self._admit(request, response):
-            self._record(request, response, time.perf_counter() - started)
+        if not self._admit(request, response, started):
             return
         self.in_flight += 1
         await self._function(request, response, started)
@@ -156,30 +149,27 @@ class Router:
             return True
         request.body.discard()
         response.send(denial.status, denial.body, list(denial.headers))
-        line = self.line_of(request)
-        line = RequestLine(
-            line.method, line.target, line.call_id, note=f"ACCESS DENIED ({denial.reason})"
-        )
-        tracing = self._tracing
-        trace = None if tracing is None else tracing.end(request, denial.status, denial.reason)
-        self.record(line, denial.status, response.bytes_sent, time.perf_counter() - started, trace)
+        seconds = time.perf_counter() - started
+        self._record(request, response, seconds, denial.reason, f"ACCESS DENIED ({denial.reason})")
         return False
 
-    def _admit(self, request: Request, response: Response) -> bool:
-        """Whether a function request may reach the mode; if not, it is answered here."""
+    def _admit(self, request: Request, response: Response, started: float) -> bool:
+        """Whether a function request may reach the mode; if not, it is answered and
+        recorded here."""
+        refused = ""
+        limit = self._config.max_inflight
         if request.method == "CONNECT":
             # A 2xx would tell a client or a proxy in front that a tunnel is open.
             response.send(405, b"Method Not Allowed\n", [("Allow", FUNCTION_METHODS)])
-            return False
-        limit = self._config.max_inflight
-        if limit and self.in_flight >= limit:
-            if self._tracing is not None:
-                self._tracing.refuse(request, "max_inflight reached")
+        elif limit and self.in_flight >= limit:
+            refused = "max_inflight reached"
             response.send_text(
                 429, f"Concurrent request limit exceeded. Max concurrent requests: {limit}"
             )
-            return False
-        return True
+        else:
+            return True
+        self._record(request, response, time.perf_counter() - started, refused)
+        return False
 
     async def _function(self, request: Request, response: Response, started: float) -> None:
         try:
@@ -254,27 +244,30 @@ class Router:
         finally:
             deadlines.discard(task)
 
-    def _record(self, request: Request, response: Response, seconds: float) -> None:
+    def _record(
+        self,
+        request: Request,
+        response: Response,
+        seconds: float,
+        refused: str = "",
+        note: str = "",
+    ) -> None:
+        """The log line, metrics and span of a function request, from what its response sent;
+        `refused`: why the watchdog answered it itself, `note`: what its log line says so."""
         status = response.status if response.started else 499  # 499: the client went away
-        line = self.line_of(request)
-        self.record(line, status, response.bytes_sent, seconds)
-
-    def _record_traced(self, request: Request, response: Response, seconds: float) -> None:
-        """`_record` with tracing on: the request's span ends with what its line says."""
-        status = response.status if response.started else 499
-        line = self.line_of(request)
-        assert self._tracing is not None
-        trace = self._tracing.end(request, status)
+        line = self.line_of(request, note)
+        tracing = self._tracing
+        trace = None if tracing is None else tracing.end(request, status, refused)
         self.record(line, status, response.bytes_sent, seconds, trace)
 
-    def line_of(self, request: Request) -> RequestLine:
+    def line_of(self, request: Request, note: str = "") -> RequestLine:
         """What the log line and metrics of a request need from it."""
         user_agent = request.user_agent
         probe = user_agent is not None and user_agent.startswith("kube-probe")
         call_id: str | None = None
         if self._config.log_callid:
             call_id = request.header("x-call-id") or "none"
-        return RequestLine(request.method, request.target, call_id, logged=not probe)
+        return RequestLine(request.method, request.target, call_id, not probe, note)
 
     def record(
         self,

@@ -220,7 +220,7 @@ class Watchdog:
         server = await self._serve_on(listener, router, _limits(config), state)
         await primary.listen(listening=True)
         self._install_signal_handlers()
-        if not await self._start_mode(mode, router):
+        if not await self._start_mode(mode):  # its router started before it listened
             await mode.stop()
             return 0
         self.health.started = True
@@ -234,13 +234,14 @@ class Watchdog:
         await router.stop()  # as the primary does: tracing's queued spans, jwt_auth's refresh
         return 0
 
-    async def _start_mode(self, mode: Mode, router: Router) -> bool:
-        """`mode.start()`, then the router's (jwt_auth's keys), unless SIGTERM/SIGINT comes
-        first (False then)."""
+    async def _start_mode(self, mode: Mode, router: Router | None = None) -> bool:
+        """`mode.start()`, then the router's if given (jwt_auth's keys), unless SIGTERM/SIGINT
+        comes first (False then)."""
 
         async def start_both() -> None:
             await mode.start()
-            await router.start()
+            if router is not None:
+                await router.start()
 
         starting = asyncio.ensure_future(start_both())
         stop = asyncio.ensure_future(self._stop.wait())

@@ -175,17 +175,10 @@ class Tracing:
         request.headers = kept
         request.raw = None  # its own bytes carry the caller's context, not ours
 
-    def refuse(self, request: Request, reason: str) -> None:
-        """Mark the request's span as refused by the watchdog (max_inflight), saying why."""
-        span = self._spans.get(id(request))
-        if span is not None:
-            span.set_attributes({"fwatchdog.refused": reason, "error.type": "429"})
-            span.set_status(self._error_status(reason))
-
     def end(self, request: Request, status: int, refused: str = "") -> tuple[str, str] | None:
         """Close the request's span with the status the log line has (499: the client left
-        first); `refused`: why the watchdog answered itself (jwt_auth). Returns the trace and
-        span ids for a JSON log line, else None."""
+        first); `refused`: why the watchdog answered itself (jwt_auth, max_inflight). Returns
+        the trace and span ids for a JSON log line, else None."""
         span = self._spans.pop(id(request), None)
         if span is None:
             return None
