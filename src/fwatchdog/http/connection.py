@@ -176,9 +176,8 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self._lingered = 0
         self._upgrade_buffer = bytearray()
         self._client_eof = False
-        self._made = self._loop.time()
-        self._requests = 0
-        self._idle_since = 0.0  # when the last answer that kept the connection ended
+        # Since when it waits for a request: made, or its last answer ended keeping it open.
+        self._idle_since = self._loop.time()
         self.remote_addr: tuple[str, int] = ("", 0)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -393,7 +392,6 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         if self._state.closed:
             return  # pipelined behind an answer that closed the connection
         self._state.start_answer()
-        self._requests += 1
         response = Response(self, request.method, request.http_version, request.keep_alive)
         self._request = request
         self._response = response
@@ -634,14 +632,11 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
     @property
     def may_send(self) -> bool:
         """Idle, but its client may have sent a request already (see SEND_GRACE)."""
-        if not self._state.idle or self._queue or self._waiting is not None:
-            return False
-        since = self._made if self._requests == 0 else self._idle_since
-        return self._loop.time() - since < SEND_GRACE
+        return self._state.idle and self._loop.time() - self._idle_since < SEND_GRACE
 
     def close_if_idle(self) -> None:
         """Close between requests (a drain), sparing one whose client may be sending."""
-        if self._state.idle and not self._queue and self._waiting is None and not self.may_send:
+        if self._state.idle and not self.may_send:
             self._close()
 
     def _linger(self) -> None:

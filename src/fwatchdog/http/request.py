@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from typing import Protocol
+from typing import AnyStr, Protocol
 
 from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
 
@@ -309,16 +309,13 @@ class Request:
         raw_headers = self._raw_headers
         if raw_headers is None:
             return header_value(self.headers, name.lower())
-        wanted = name.lower().encode("latin-1")
-        size = len(wanted)
-        for key, value in raw_headers:
-            if len(key) == size and key.lower() == wanted:
-                return value.decode("latin-1")
-        return None
+        value = header_value(raw_headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
 
-def header_value(headers: list[tuple[str, str]], lowered: str) -> str | None:
-    """The first value of the header named `lowered` (in lower case), in any case."""
+def header_value(headers: list[tuple[AnyStr, AnyStr]], lowered: AnyStr) -> AnyStr | None:
+    """The first value of the header named `lowered` (in lower case), in any case; the fields
+    as text or as the parser's bytes."""
     size = len(lowered)
     for key, value in headers:
         # Comparing lengths first spares lowering most names (this runs per request).

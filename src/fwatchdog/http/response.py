@@ -453,10 +453,10 @@ class Response:
         body, framed by Content-Length, with no Connection field (`may_pass_through`)."""
         if self.started:
             raise RuntimeError("response already started")
-        if self._conn.closing:  # it began to drain meanwhile: say so
-            self.keep_alive = False
+        connection = self._connection_line()  # none, unless a drain began meanwhile
+        if connection:
             line_end = message.index(b"\r\n") + 2
-            message = b"%bConnection: close\r\n%b" % (message[:line_end], message[line_end:])
+            message = b"%b%b%b" % (message[:line_end], connection, message[line_end:])
         self.status = status
         self.started = True
         self._remaining = 0

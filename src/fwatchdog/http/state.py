@@ -35,7 +35,6 @@ _ANSWERING: dict[str, dict[str, str]] = {
     "start": {IDLE: BUSY},
     "done": {BUSY: IDLE},
 }
-_BEGIN, _HEADERS, _COMPLETE = _READING["begin"], _READING["headers"], _READING["complete"]
 _START, _DONE = _ANSWERING["start"], _ANSWERING["done"]
 
 
@@ -53,34 +52,22 @@ class ConnectionState:
         self.answering = IDLE
 
     def _read(self, event: str) -> None:
-        if self.reading == CLOSED:
-            return  # events after the end change nothing
-        try:
-            self.reading = _READING[event][self.reading]
-        except KeyError:
-            raise StateError(f"reading: {event} while {self.reading}") from None
-
-    # The three events of every request look their table up directly (they run per request).
-    def begin_request(self) -> None:
         reading = self.reading
-        if reading in _BEGIN:
-            self.reading = _BEGIN[reading]
-        elif reading != CLOSED:
-            raise StateError(f"reading: begin while {reading}")
+        moves = _READING[event]
+        if reading in moves:
+            self.reading = moves[reading]
+        elif reading != CLOSED:  # events after the end change nothing
+            raise StateError(f"reading: {event} while {reading}")
+
+    # the client's side
+    def begin_request(self) -> None:
+        self._read("begin")
 
     def head_complete(self) -> None:
-        reading = self.reading
-        if reading in _HEADERS:
-            self.reading = _HEADERS[reading]
-        elif reading != CLOSED:
-            raise StateError(f"reading: headers while {reading}")
+        self._read("headers")
 
     def request_complete(self) -> None:
-        reading = self.reading
-        if reading in _COMPLETE:
-            self.reading = _COMPLETE[reading]
-        elif reading != CLOSED:
-            raise StateError(f"reading: complete while {reading}")
+        self._read("complete")
 
     def upgrade_requested(self) -> None:
         self._read("upgrade")
