@@ -24,7 +24,7 @@ from fwatchdog.http.headers import (
     origin_form,
 )
 from fwatchdog.http.passthrough import PassedResponse, ResponsePassthrough
-from fwatchdog.http.request import BodyError, Request, header_value
+from fwatchdog.http.request import BodyError, Request
 from fwatchdog.http.response import Response
 from fwatchdog.process.child import LongLivedChild
 from fwatchdog.process.spawn import SpawnError, describe_exit
@@ -209,17 +209,15 @@ class HttpMode:
         if body is None:
             return False
         started = time.perf_counter()
-        passes = request.has_host and not request.hop_by_hop
         asked_timeout = request.header("x-timeout")
         exchange = _Exchange(self, request, response, started, *self._bounds(asked_timeout))
-        exchange.send(self._whole_message(request, body, passes), streamed=False)
+        exchange.send(self._whole_message(request, body), streamed=False)
         return True
 
     async def handle(self, request: Request, response: Response) -> None:
         """The same exchange in a task: for a request that waits for the upstream to be
         ready, streams its body, or upgrades the connection."""
         started = time.perf_counter()
-        passes = request.has_host and not request.hop_by_hop
         timeout, timeout_name = self._timeout(request.header("x-timeout"))
         if not self._ready.done():
             try:
@@ -251,7 +249,7 @@ class HttpMode:
         exchange.done = self._loop.create_future()
         try:
             if body is not None:
-                exchange.send(self._whole_message(request, body, passes), streamed=False)
+                exchange.send(self._whole_message(request, body), streamed=False)
             else:
                 head = self._head(request, self._framing(request, None))
                 exchange.send([head], streamed=True)
@@ -290,11 +288,18 @@ class HttpMode:
                 return seconds, "X-Timeout"
         return exec_timeout, "exec_timeout"
 
-    def _whole_message(self, request: Request, body: bytes, passes: bool) -> list[bytes]:
+    def _whole_message(self, request: Request, body: bytes) -> list[bytes]:
         """The request as the upstream gets it, whole: the bytes it came as when nothing in
-        them must change (`passes`), else a head written afresh and the body framed."""
+        them must change (a Host, no hop-by-hop field or Expect, an origin-form target that
+        needs no prefix), else a head written afresh and the body framed."""
         raw = request.raw
-        if passes and raw is not None and not self._path_prefix and request.target[:1] == "/":
+        if (
+            raw is not None
+            and request.has_host
+            and not request.hop_by_hop
+            and not self._path_prefix
+            and request.target[:1] == "/"
+        ):
             return [raw]
         head = self._head(request, self._framing(request, body))
         if request.chunked and not self._buffer_body:
@@ -320,14 +325,13 @@ class HttpMode:
         if target != "*":
             target = self._path_prefix + origin_form(target)
         lines = [f"{request.method} {target} HTTP/1.1\r\n"]
-        has_host = False
-        for name, value in end_to_end(request.headers, _FRAMING_FIELDS):
-            has_host = has_host or name.lower() == "host"
-            lines.append(f"{name}: {value}\r\n")
-        if not has_host:
+        lines.extend(
+            f"{name}: {value}\r\n" for name, value in end_to_end(request.headers, _FRAMING_FIELDS)
+        )
+        if not request.has_host:
             lines.append(f"Host: {self._authority}\r\n")
         if request.upgrade:
-            upgrade = header_value(request.headers, "upgrade")
+            upgrade = request.header("upgrade")
             if upgrade is not None:
                 lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n")
         lines.append(framing)
