@@ -61,9 +61,8 @@ def _format_size(size: int) -> str:
 
 
 class RequestLine:
-    """A request's half of its log line, and what its metrics need: worked out once per
-    request, or once for every time the fast lanes answer the same request bytes again
-    (then a request line costs no header scan and no formatting of this half)."""
+    """A request's half of its log line, and what its metrics need, worked out once per
+    request by the router."""
 
     __slots__ = ("call_id", "logged", "method", "tail", "target", "text")
 
@@ -144,9 +143,8 @@ class Log:
         seconds: float,
         trace: tuple[str, str] | None = None,
     ) -> None:
-        """The one line per request: `line` is the request's half, made once per request
-        (or once for many, on the lanes that answer a remembered request again); `trace`:
-        the trace and span ids of its span (tracing on), which a JSON line carries."""
+        """The one line per request: `line` is the request's half; `trace`: the trace and
+        span ids of its span (tracing on), which a JSON line carries."""
         if self.json_format:
             fields: dict[str, object] = {
                 "method": line.method,
