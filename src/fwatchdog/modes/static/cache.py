@@ -88,7 +88,7 @@ class CachedFile:
     path: bytes
     identity: Identity
     facts: FileFacts
-    body: bytes | None  # None for a file too large to keep: sent from the file each time
+    body: bytes
     head_200: bytes  # the status line and headers of a 200, Date and blank line excepted
     checked: int = -1  # the FileCache tick of the last check (-1: check at next use)
 

@@ -78,7 +78,7 @@ class StaticMode:
         if request.method not in ALLOWED_METHODS:
             return False
         cached = self._cache.get(raw_path_of(request.target))
-        if cached is None or cached.body is None:
+        if cached is None:
             return False
         self._send_cached(request, response, cached)
         return True
@@ -92,7 +92,7 @@ class StaticMode:
             return
         raw_path = raw_path_of(request.target)
         cached = self._cache.get(raw_path)
-        if cached is not None and cached.body is not None:
+        if cached is not None:
             self._send_cached(request, response, cached)
             return
         root = self._root
@@ -174,7 +174,6 @@ class StaticMode:
         )
 
     def _send_cached(self, request: Request, response: Response, cached: CachedFile) -> None:
-        assert cached.body is not None
         headers = request.headers
         if headers and _may_condition(headers):
             conditions = conditions_of(headers)
