@@ -12,44 +12,13 @@ import asyncio
 import sys
 
 import atheris
+from transport import Transport
 
 with atheris.instrument_imports():
     import httptools
 
     from fwatchdog.http.passthrough import ResponsePassthrough
     from fwatchdog.upstream.client import UpstreamConnection, UpstreamPool
-
-
-class Transport(asyncio.Transport):
-    """Where the connection's writes and closes go: nowhere (there is no peer)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closing = False
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        return None
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        return None
-
-    def writelines(self, parts: object) -> None:  # type: ignore[override]
-        return None
-
-    def pause_reading(self) -> None:
-        return None
-
-    def resume_reading(self) -> None:
-        return None
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
 
 
 class Sink:
