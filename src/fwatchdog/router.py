@@ -142,10 +142,7 @@ class Router:
         answer a refused one here, with one log line saying ACCESS DENIED and why."""
         denial = result.denial
         if denial is None:
-            headers = [(n, v) for n, v in request.headers if n.lower() != "x-auth-seconds"]
-            headers.append(("X-Auth-Seconds", result.x_auth_seconds))
-            request.headers = headers
-            request.raw = None  # its own bytes lack the field now
+            request.replace_headers([("X-Auth-Seconds", result.x_auth_seconds)])
             return True
         request.body.discard()
         response.send(denial.status, denial.body, list(denial.headers))

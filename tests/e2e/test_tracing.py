@@ -442,3 +442,22 @@ def test_static_mode_requests_are_traced(
     assert found.parent_span_id == CALLER_SPAN and found.resource["fwatchdog.mode"] == "static"
     assert missing.attributes["http.response.status_code"] == 404
     assert missing.status_code != STATUS_ERROR  # a client's error is not the server's
+
+
+def test_http_mode_upstream_gets_one_traceparent_when_the_caller_sent_none(
+    watchdog_factory: Factory, collector: Collector
+) -> None:
+    # Without a caller's context the request's own bytes can be passed on with ours added;
+    # a tracestate without a traceparent belongs to no trace and is dropped.
+    watchdog = ready(watchdog_factory(**http_mode_settings(), **traced(collector)))
+    sent = []
+    for headers in ({}, {"tracestate": "stale=1"}):
+        status, _, body = watchdog.request("GET", "/echo", headers=headers)
+        assert status == 200
+        (parent,) = echoed_traceparents(body)
+        seen = [name.lower() for name, _ in json.loads(body)["headers"]]
+        assert "tracestate" not in seen
+        sent.append(traceparent_parts(parent))
+    spans = collector.wait_for(2)
+    assert sorted((s.trace_id, s.span_id) for s in spans) == sorted((t, s) for _, t, s, _ in sent)
+    assert all(span.parent_span_id == "" for span in spans)

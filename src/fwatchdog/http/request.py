@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from typing import AnyStr, Protocol
+from typing import TYPE_CHECKING, AnyStr, Protocol
 
 from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
+
+if TYPE_CHECKING:
+    from fwatchdog.telemetry.otlp import SpanRecord
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -238,6 +241,7 @@ class Request:
         "query",
         "raw",
         "remote_addr",
+        "span",
         "target",
         "upgrade",
         "user_agent",
@@ -285,6 +289,7 @@ class Request:
         self.user_agent = user_agent
         self.has_host = has_host
         self.hop_by_hop = hop_by_hop
+        self.span: SpanRecord | None = None  # its trace span while it is answered (tracing on)
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -302,6 +307,40 @@ class Request:
     def headers(self, headers: list[tuple[str, str]]) -> None:
         self._headers = headers
         self._raw_headers = None
+
+    def replace_headers(self, fields: list[tuple[str, str | None]]) -> None:
+        """Put each `(name, value)` in place of every field of that name (a value of None
+        takes it out)."""
+        lowered = {name.lower() for name, _ in fields}
+        raw_headers = self._raw_headers
+        if raw_headers is not None:
+            names = {name.encode("latin-1") for name in lowered}
+            kept = [(key, value) for key, value in raw_headers if key.lower() not in names]
+            removed = len(kept) != len(raw_headers)
+            self._raw_headers = kept
+        else:
+            headers = self.headers
+            kept_text = [(key, value) for key, value in headers if key.lower() not in lowered]
+            removed = len(kept_text) != len(headers)
+            self._headers = kept_text
+        if removed:
+            self.raw = None  # its bytes still have the fields taken out
+        self.add_headers([(name, value) for name, value in fields if value is not None])
+
+    def add_headers(self, fields: list[tuple[str, str]]) -> None:
+        """Add fields at the end of the head, keeping `raw`, the bytes a proxy may pass on as
+        they came, true to the fields."""
+        if self._raw_headers is not None:
+            self._raw_headers.extend(
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in fields
+            )
+        else:
+            self.headers.extend(fields)
+        raw = self.raw
+        if raw is not None and fields:
+            end = raw.find(b"\r\n\r\n") + 2  # raw is a whole message: its head ends
+            lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+            self.raw = raw[:end] + lines.encode("latin-1") + raw[end:]
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case; without decoding the

@@ -2,16 +2,19 @@
 
 Off unless OpenTelemetry's own environment variables ask for it (`configured`): then the
 OpenTelemetry SDK and its OTLP/HTTP exporter (the `otel` extra) are imported, and they read
-the rest of their settings (`OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`,
-`OTEL_RESOURCE_ATTRIBUTES`, ...) as the SDK defines them. Off, this module imports nothing
-beyond the standard library and the router pays one `is None` check per request.
+the rest of their settings (`OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`,
+`OTEL_RESOURCE_ATTRIBUTES`, ...) as the SDK defines them; `OTEL_TRACES_SAMPLER`(`_ARG`) is
+decided here as the SDK decides it, for the samplers it names (others are refused at start).
+Off, this module imports nothing beyond the standard library and the router pays one
+`is None` check per request. Spans are recorded and encoded by `otlp.py`, not as SDK spans.
 
 The span joins a W3C `traceparent`/`tracestate` the request carries (else a new trace starts,
 subject to the sampler), and the request's own `traceparent`/`tracestate` are replaced by
 ones naming the watchdog's span, so that whatever the mode hands the request to (http mode's
 upstream, afterburn's process, a forked process's `Http_Traceparent` and `TRACEPARENT`)
-continues the trace under it. Spans are exported in batches by the SDK's own thread, never
-on the request path; a collector that is down costs the SDK's bounded queue and a log line.
+continues the trace under it. Spans are encoded and exported in batches by the SDK's own
+thread, never on the request path; a collector that is down costs the SDK's bounded queue and
+a log line.
 
 Naming: the watchdog knows no route template (the function routes as it likes), so the span
 is named `<METHOD>` as the HTTP semantic conventions ask when there is none, and carries no
@@ -24,28 +27,25 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fwatchdog.settings.errors import StartupError
+from fwatchdog.telemetry.otlp import EncodedExport, SpanEncoder, SpanRecord
 
 if TYPE_CHECKING:
     from fwatchdog.http.request import Request
     from fwatchdog.settings.config import Config
     from fwatchdog.telemetry.logs import Log
 
-# The methods the HTTP semantic conventions name; any other is `_OTHER`.
-KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-)
 # At SIGTERM, how long queued spans get to reach the collector (inside the drain's budget).
 FLUSH_SECONDS = 3.0
 # The SDK's own complaints (a collector down) are passed on at most this often.
 COMPLAINT_INTERVAL = 60.0
-# The W3C trace context fields, replaced on the way in by ones naming our span.
-_CONTEXT_FIELDS = frozenset(("traceparent", "tracestate"))
 
 
 def configured(environ: Mapping[str, str] = os.environ) -> bool:
@@ -72,20 +72,16 @@ def from_environment(config: Config, log: Log) -> Tracing | None:
 
 
 class Tracing:
-    """Starts and ends the span of each function request, keyed by the request object while
-    it is in flight (Request has no room for it, and the router ends it from a callback)."""
+    """Opens and closes the span of each function request: a SpanRecord kept on the request
+    while it is answered, handed to the SDK's batch processor when it ends."""
 
     def __init__(self, config: Config, log: Log) -> None:
         _check_settings()
+        self._sampler = Sampler.from_environment(os.environ)
         try:
-            from opentelemetry import trace
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
-            from opentelemetry.trace.propagation.tracecontext import (
-                TraceContextTextMapPropagator,
-            )
         except ImportError as error:
             raise StartupError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing on) but the OpenTelemetry SDK is "
@@ -109,99 +105,152 @@ class Tracing:
                 }
             )
         )
-        # The SDK reads OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_* and OTEL_EXPORTER_OTLP_* itself.
-        try:
-            self._processor = BatchSpanProcessor(OTLPSpanExporter())
-            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
+        send = getattr(getattr(exporter, "_client", None), "export", None)
+        if send is None:  # the client that takes encoded bytes came with 1.45
+            raise StartupError(
+                "tracing: the installed opentelemetry-exporter-otlp-proto-http cannot send "
+                "encoded spans; fwatchdog needs 1.45: pip install 'fwatchdog[otel]'"
+            )
+        # Every attribute costs to encode: the required and the FaaS ones only.
+        common = {"faas.trigger": "http", "server.port": config.port, "url.scheme": "http"}
+        encoder = SpanEncoder(dict(resource.attributes), "fwatchdog", common)
+        try:  # the SDK reads OTEL_BSP_* itself
+            self._processor = BatchSpanProcessor(
+                EncodedExport(encoder, send, exporter.shutdown)  # type: ignore[arg-type]
+            )
         except ValueError as error:  # OTEL_BSP_* values that do not fit together
             raise StartupError(f"OpenTelemetry settings (OTEL_*): {error}") from None
-        provider.add_span_processor(self._processor)
-        self._provider = provider
-        self._tracer = provider.get_tracer("fwatchdog")
-        self._propagator = TraceContextTextMapPropagator()
-        self._in_context = trace.set_span_in_context
-        self._server_kind = trace.SpanKind.SERVER
-        from opentelemetry.trace import Status, StatusCode
-
-        def error_status(reason: str) -> Status:
-            return Status(StatusCode.ERROR, reason)
-
-        self._error_status = error_status
-        self._spans: dict[int, Any] = {}
         self._coldstart = True
         self._log_ids = log.json_format
-        # Every attribute costs a few microseconds to make and more to encode, in the
-        # serving process: the required and the FaaS ones only.
-        self._common = {"faas.trigger": "http", "server.port": config.port, "url.scheme": "http"}
 
     def start(self, request: Request) -> None:
         """Open the request's span (a child of its traceparent, if any) and make the
         request's trace context name it, for whatever the mode passes the request to."""
-        incoming: dict[str, str] = {}
-        call_id: str | None = None
-        kept: list[tuple[str, str]] = []
-        for name, value in request.headers:
-            lowered = name.lower()
-            if lowered in _CONTEXT_FIELDS:
-                incoming.setdefault(lowered, value)
-                continue
-            if lowered == "x-call-id" and call_id is None:
-                call_id = value
-            kept.append((name, value))
-        method = request.method
-        known = method in KNOWN_METHODS
-        attributes: dict[str, Any] = {
-            **self._common,
-            "http.request.method": method if known else "_OTHER",
-            "url.path": request.path,
-            "faas.coldstart": self._coldstart,
-        }
-        self._coldstart = False
-        if not known:
-            attributes["http.request.method_original"] = method
-        if call_id is not None:
-            attributes["faas.invocation_id"] = call_id
-        parent = self._propagator.extract(incoming) if incoming else None
-        span = self._tracer.start_span(
-            method if known else "HTTP",
-            parent,
-            kind=self._server_kind,
-            attributes=attributes,
+        traceparent = request.header("traceparent")
+        parent = None if traceparent is None else parse_traceparent(traceparent)
+        if parent is None:
+            trace_id, parent_id, parent_sampled = _new_id(128), 0, None
+            trace_state = None  # W3C: a tracestate without a valid traceparent is dropped
+        else:
+            trace_id, parent_id, parent_sampled = parent
+            states = [value for name, value in request.headers if name.lower() == "tracestate"]
+            trace_state = ",".join(states) or None
+        sampled = self._sampler.sampled(trace_id, parent_sampled)
+        span_id = _new_id(64)
+        request.span = SpanRecord(
+            trace_id,
+            span_id,
+            parent_id,
+            trace_state,
+            sampled,
+            request.method,
+            request.path,
+            request.header("x-call-id"),
+            self._coldstart,
+            time.time_ns(),
         )
-        self._spans[id(request)] = span
-        outgoing: dict[str, str] = {}
-        self._propagator.inject(outgoing, self._in_context(span))
-        kept.extend(outgoing.items())
-        request.headers = kept
-        request.raw = None  # its own bytes carry the caller's context, not ours
+        self._coldstart = False
+        context = f"00-{trace_id:032x}-{span_id:016x}-0{int(sampled)}"
+        if traceparent is None and request.header("tracestate") is None:
+            request.add_headers([("traceparent", context)])  # nothing of the caller's to drop
+        else:
+            request.replace_headers([("traceparent", context), ("tracestate", trace_state)])
 
     def end(self, request: Request, status: int, refused: str = "") -> tuple[str, str] | None:
         """Close the request's span with the status the log line has (499: the client left
         first); `refused`: why the watchdog answered itself (jwt_auth, max_inflight). Returns
         the trace and span ids for a JSON log line, else None."""
-        span = self._spans.pop(id(request), None)
-        if span is None:
+        record: SpanRecord | None = request.span
+        if record is None:
             return None
-        span.set_attribute("http.response.status_code", status)
-        if refused or status >= 500:
-            reason = refused or f"HTTP {status}"
-            span.set_attribute("error.type", str(status))
-            if refused:
-                span.set_attribute("fwatchdog.refused", refused)
-            span.set_status(self._error_status(reason))
-        span.end()
+        request.span = None
+        if record.sampled:
+            record.end_ns = time.time_ns()
+            record.status = status
+            record.refused = refused
+            self._processor.on_end(record)  # type: ignore[arg-type]  # it asks only .context
         if not self._log_ids:
             return None
-        context = span.get_span_context()
-        return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        return f"{record.trace_id:032x}", f"{record.span_id:016x}"
 
     def shutdown(self) -> None:
         """Send the spans still queued (at most FLUSH_SECONDS), then stop the export thread."""
         # The SDK's shutdown waits up to 30 s for a collector that is down; a daemon thread
         # lets it try while we wait only FLUSH_SECONDS (its thread dies with the process).
-        stopping = threading.Thread(target=self._provider.shutdown, daemon=True)
+        stopping = threading.Thread(target=self._processor.shutdown, daemon=True)
         stopping.start()
         stopping.join(FLUSH_SECONDS)
+
+
+_TRACEPARENT = re.compile(
+    r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*\Z"
+)
+
+
+def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
+    """A W3C traceparent's trace id, parent span id and sampled flag, or None when it is not
+    one (read as the SDK's propagator reads it: a later version may add fields, 00 may not)."""
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace, span, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace, 16), int(span, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, bool(int(flags, 16) & 1)
+
+
+def _new_id(bits: int) -> int:
+    """A random trace (128) or span (64) id; zero means "none" in both."""
+    while True:
+        value = random.getrandbits(bits)
+        if value:
+            return value
+
+
+class Sampler:
+    """The sampling decision for the samplers OTEL_TRACES_SAMPLER names, as the SDK makes it:
+    a parent-based one follows a caller's sampled flag; a root decides by ratio on the low 64
+    bits of the trace id (always_on and always_off are the ratios 1 and 0)."""
+
+    ID_RANGE = 1 << 64
+
+    def __init__(self, parent_based: bool, ratio: float) -> None:
+        self.parent_based = parent_based
+        self._bound = round(ratio * self.ID_RANGE)
+
+    def sampled(self, trace_id: int, parent_sampled: bool | None) -> bool:
+        if parent_sampled is not None and self.parent_based:
+            return parent_sampled
+        return (trace_id & (self.ID_RANGE - 1)) < self._bound
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Sampler:
+        name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+        parent_based = name.startswith("parentbased_")
+        root = name.removeprefix("parentbased_")
+        if root == "always_on":
+            return cls(parent_based, 1.0)
+        if root == "always_off":
+            return cls(parent_based, 0.0)
+        if root != "traceidratio":
+            raise StartupError(
+                f"OTEL_TRACES_SAMPLER={name}: fwatchdog samples with always_on, always_off, "
+                "traceidratio or their parentbased_ forms"
+            )
+        text = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
+        try:
+            ratio = float(text)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise StartupError(
+                f"OTEL_TRACES_SAMPLER_ARG={text}: the ratio of {name} is a number from 0 to 1"
+            )
+        return cls(parent_based, ratio)
 
 
 def _check_settings() -> None:
