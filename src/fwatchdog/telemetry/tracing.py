@@ -35,12 +35,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fwatchdog.settings.errors import StartupError
-from fwatchdog.telemetry.otlp import EncodedExport, SpanEncoder, SpanRecord
 
 if TYPE_CHECKING:
     from fwatchdog.http.request import Request
     from fwatchdog.settings.config import Config
     from fwatchdog.telemetry.logs import Log
+    from fwatchdog.telemetry.otlp import SpanRecord
 
 # At SIGTERM, how long queued spans get to reach the collector (inside the drain's budget).
 FLUSH_SECONDS = 3.0
@@ -82,6 +82,8 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            from fwatchdog.telemetry.otlp import EncodedExport, SpanEncoder, SpanRecord
         except ImportError as error:
             raise StartupError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing on) but the OpenTelemetry SDK is "
@@ -121,6 +123,7 @@ class Tracing:
             )
         except ValueError as error:  # OTEL_BSP_* values that do not fit together
             raise StartupError(f"OpenTelemetry settings (OTEL_*): {error}") from None
+        self._span_record = SpanRecord
         self._coldstart = True
         self._log_ids = log.json_format
 
@@ -138,7 +141,7 @@ class Tracing:
             trace_state = ",".join(states) or None
         sampled = self._sampler.sampled(trace_id, parent_sampled)
         span_id = _new_id(64)
-        request.span = SpanRecord(
+        request.span = self._span_record(
             trace_id,
             span_id,
             parent_id,
