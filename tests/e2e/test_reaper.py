@@ -15,6 +15,8 @@ from tests.conftest import Watchdog, children_of, wait_until
 
 # The subshell starts `sleep` and exits at once: the sleep is orphaned, and exits 0.1 s later.
 ORPHANING = '#!/bin/sh\n(sleep 0.1 &)\ncat\nexit "${Http_X_Exit:-0}"\n'
+# The same orphan in a session of its own, as a daemon makes: a session leader like ours.
+ORPHANING_SETSID = '#!/bin/sh\n(setsid sleep 0.1 &)\ncat\nexit "${Http_X_Exit:-0}"\n'
 # `--kill-child`: if the test dies, the kernel kills the namespace's PID 1 and all in it.
 NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 RUNS = 200
@@ -46,11 +48,13 @@ def _script(directory: Path, text: str) -> str:
     return str(path)
 
 
-def _namespaced_watchdog(factory: Callable[..., Watchdog], fprocess: str) -> tuple[Watchdog, int]:
+def _namespaced_watchdog(
+    factory: Callable[..., Watchdog], fprocess: str, **settings: str
+) -> tuple[Watchdog, int]:
     """A watchdog that is PID 1 of a new PID namespace, and its pid as seen from here."""
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is needed to run the watchdog as PID 1")
-    watchdog = factory(command_prefix=NAMESPACE, fprocess=fprocess)
+    watchdog = factory(command_prefix=NAMESPACE, fprocess=fprocess, **settings)
     (pid,) = children_of(watchdog.process.pid)  # unshare's one child
     nspid = next(
         line.split()[1:]
@@ -77,15 +81,26 @@ def _run_many(watchdog: Watchdog) -> None:
         list(pool.map(one, range(RUNS)))
 
 
+@pytest.mark.parametrize(
+    ("orphaning", "spawn_threads"),
+    [(ORPHANING, "0"), (ORPHANING_SETSID, "0"), (ORPHANING_SETSID, "2")],
+    ids=["plain", "setsid", "setsid-spawn-threads"],  # threads: spawns register off the loop
+)
 @pytest.mark.parametrize("as_pid_1", [True, False], ids=["pid-1", "subreaper"])
 def test_orphans_leave_no_zombies_and_own_exit_statuses_stay_right(
-    watchdog_factory: Callable[..., Watchdog], tmp_path: Path, as_pid_1: bool
+    watchdog_factory: Callable[..., Watchdog],
+    tmp_path: Path,
+    as_pid_1: bool,
+    orphaning: str,
+    spawn_threads: str,
 ) -> None:
-    fprocess = _script(tmp_path, ORPHANING)
+    fprocess = _script(tmp_path, orphaning)
     if as_pid_1:
-        watchdog, pid = _namespaced_watchdog(watchdog_factory, fprocess)
+        watchdog, pid = _namespaced_watchdog(
+            watchdog_factory, fprocess, spawn_threads=spawn_threads
+        )
     else:
-        watchdog = watchdog_factory(fprocess=fprocess)
+        watchdog = watchdog_factory(fprocess=fprocess, spawn_threads=spawn_threads)
         pid = watchdog.process.pid
     _run_many(watchdog)
     time.sleep(0.3)  # the last orphans' sleep ends

@@ -8,11 +8,11 @@ nobody but us can collect it, and without this it stays a zombie for the contain
 
 Our own children (functions, http_workers) are waited for one by one, through pidfds or a
 waitpid on their pid, often only after their output ended: a `waitpid(-1)` here would take
-their exit statuses first and a function's `exit status 3` would read as 0. They are told apart
-by what every one of them is: a session leader (they all start with setsid). An orphan is in
-its function's session unless it made its own, so a zombie that is not a session leader is
-never ours. (A daemon that calls setsid itself and is orphaned is left as a zombie: it cannot
-be told from ours.)
+their exit statuses first and a function's `exit status 3` would read as 0. Each is in
+`own_children` from its spawn until it is collected, and is left alone. Between a spawn and
+that registration (a spawn on a worker thread) only a zombie that is no session leader is
+reaped, as ours all start with setsid; an orphan that made its own session (`setsid cmd &`)
+waits for the next scan.
 
 uvloop keeps SIGCHLD for itself in `add_signal_handler`, so a plain Python signal handler
 notes the signal and schedules one scan on the loop; scans are at most every SCAN_INTERVAL,
@@ -26,6 +26,8 @@ import contextlib
 import os
 import signal
 from types import FrameType
+
+from fwatchdog.process.spawn import own_children, spawns_in_progress
 
 PR_SET_CHILD_SUBREAPER = 36
 # Zombies wait at most this long for a scan; a scan costs a few reads of /proc.
@@ -55,7 +57,7 @@ class Reaper:
                 self._loop.call_soon_threadsafe(self._loop.call_later, SCAN_INTERVAL, self.scan)
 
     def scan(self) -> None:
-        """Reap every exited child that is not a session leader (so not one of ours)."""
+        """Reap every exited child that is not one of ours."""
         self._pending = False
         while True:
             try:
@@ -64,18 +66,26 @@ class Reaper:
                 return  # no children at all
             if exited is None:
                 return  # children, but none exited
-            if _is_session_leader(exited.si_pid):
-                # One of ours, waiting for its own waitpid; waitid would show it first every
-                # time, so look at every child instead.
+            pid = exited.si_pid
+            if not _orphan(pid, _session(pid)):
+                # Ours, waiting for its own waitpid; waitid would show it first every time,
+                # so look at every child instead.
                 self._reap_zombies_among(_children())
                 return
-            self._reap(exited.si_pid)
+            self._reap(pid)
 
     def _reap_zombies_among(self, pids: list[int]) -> None:
+        deferred = False
         for pid in pids:
             state, session = _state_and_session(pid)
-            if state == "Z" and session != pid:
-                self._reap(pid)
+            if state == "Z" and pid not in own_children:
+                if _orphan(pid, session):
+                    self._reap(pid)
+                else:
+                    deferred = True
+        if deferred and not self._pending:  # a spawn was registering: look again soon
+            self._pending = True
+            self._loop.call_later(SCAN_INTERVAL, self.scan)
 
     def _reap(self, pid: int) -> None:
         # A zombie child's pid cannot be reused before it is reaped, and only we reap it.
@@ -100,11 +110,19 @@ def become_subreaper() -> None:
         raise OSError(error, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(error)}")
 
 
-def _is_session_leader(pid: int) -> bool:
+def _orphan(pid: int, session: int) -> bool:
+    """Whether the exited child `pid` is not ours: not registered, and either in another
+    process's session (ours all lead their own) or no spawn is still registering."""
+    if pid in own_children:
+        return False
+    return session != pid or not spawns_in_progress
+
+
+def _session(pid: int) -> int:
     try:
-        return os.getsid(pid) == pid
+        return os.getsid(pid)
     except ProcessLookupError:
-        return True  # gone already: leave it alone
+        return pid  # gone already (someone waited for it): ask no more of it
 
 
 def _children() -> list[int]:

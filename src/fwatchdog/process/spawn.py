@@ -27,6 +27,13 @@ STDIN_PREFILL_MAX = 64 * 1024  # a new pipe holds 64 KiB: writing this much neve
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
+# Every child the watchdog started and has not collected: the reaper leaves these to their own
+# waits and reaps any other child that exits (an orphan handed to us). A spawn in progress
+# holds a token here until its pid is registered (spawns may run on worker threads).
+own_children: set[int] = set()
+spawns_in_progress: set[object] = set()
+
+
 class SpawnError(Exception):
     """The function could not be started; the message names the program and the reason."""
 
@@ -79,6 +86,7 @@ class FunctionProcess:
     """One running function: the parent ends of its pipes, its exit status, how to stop it."""
 
     def __init__(self, pid: int, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None:
+        own_children.add(pid)
         self.pid = pid
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
@@ -123,6 +131,8 @@ class FunctionProcess:
             (os.POSIX_SPAWN_DUP2, stdout_w if stderr_to_stdout else stderr_w, 2),
         ]
         start = _fork_exec_dying_with_parent if die_with_watchdog else _posix_spawn
+        spawning = object()
+        spawns_in_progress.add(spawning)
         try:
             try:
                 pid = start(path, program.argv, env, actions)
@@ -131,10 +141,13 @@ class FunctionProcess:
                 if path is None:
                     raise
                 pid = start(path, program.argv, env, actions)
+            own_children.add(pid)
         except OSError as error:
             for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
                 os.close(fd)
             raise SpawnError(spawn_failure_message(program.name, error)) from None
+        finally:
+            spawns_in_progress.discard(spawning)
         os.close(stdin_r)
         os.close(stdout_w)
         os.close(stderr_w)
@@ -181,6 +194,7 @@ class FunctionProcess:
             pid, status = self.pid, 0
         if pid == 0:
             return False
+        own_children.discard(self.pid)
         returncode = os.waitstatus_to_exitcode(status)
         self.returncode = returncode
         if self._exited is not None and not self._exited.done():
