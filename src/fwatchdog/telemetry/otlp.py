@@ -21,12 +21,8 @@ from typing import Any
 
 SERVER_KIND = 2  # Span.SpanKind.SPAN_KIND_SERVER
 STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
-# Span.flags: the parent's "is remote" is known, and, with a parent, it is remote (the caller).
 FLAGS_HAS_IS_REMOTE = 0x100
 FLAGS_IS_REMOTE = 0x200
-
-_FIXED64 = struct.Struct("<Q").pack
-_FIXED32 = struct.Struct("<I").pack
 
 
 class _Sampled:
@@ -170,8 +166,10 @@ class SpanEncoder:
         return _delimited(1, self._resource + _delimited(2, self._scope + spans))
 
     def span(self, record: SpanRecord) -> bytes:
-        """One Span message."""
+        """One Span message (fields in number order but where noted)."""
         parent = record.parent_id
+        status = record.status
+        refused = record.refused
         parts = [
             b"\x0a\x10" + record.trace_id.to_bytes(16, "big"),  # 1 trace_id
             b"\x12\x08" + record.span_id.to_bytes(8, "big"),  # 2 span_id
@@ -180,25 +178,21 @@ class SpanEncoder:
             parts.append(_delimited(3, _text(record.trace_state)))
         if parent:
             parts.append(b"\x22\x08" + parent.to_bytes(8, "big"))  # 4 parent_span_id
-        parts.append(self._method(record.method))  # 5 name, 6 kind, 9 its attribute
-        parts.append(b"\x39" + _FIXED64(record.start_ns))  # 7 start_time_unix_nano
-        parts.append(b"\x41" + _FIXED64(record.end_ns))  # 8 end_time_unix_nano
-        parts.append(self._common)
-        parts.append(_url_path(record.path))
-        parts.append(self._status(record.status))
-        parts.append(attribute("faas.coldstart", True) if record.coldstart else _NOT_COLDSTART)
+        parts.append(self._method(record.method))  # 5 name, 6 kind, 9 the shared attributes
+        parts.append(_TIMES(0x39, record.start_ns, 0x41, record.end_ns))  # 7, 8 (fixed64)
+        parts.append(_url_path(record.path))  # 9 attributes
+        parts.append(self._status(status))
+        parts.append(_COLDSTART if record.coldstart else _NOT_COLDSTART)
         if record.call_id is not None:
             parts.append(_invocation_id(record.call_id))
-        refused = record.refused
-        if refused or record.status >= 500:
-            parts.append(attribute("error.type", str(record.status)))
+        if refused or status >= 500:
+            parts.append(attribute("error.type", str(status)))
             if refused:
                 parts.append(attribute("fwatchdog.refused", refused))
-            reason = refused or f"HTTP {record.status}"
-            status = _delimited(2, _text(reason)) + b"\x18" + _varint(STATUS_ERROR)
-            parts.append(_delimited(15, status))  # 15 status: message 2, code 3
-        flags = FLAGS_HAS_IS_REMOTE | (FLAGS_IS_REMOTE if parent else 0)
-        parts.append(b"\x85\x01" + _FIXED32(flags))  # 16 flags (fixed32)
+            reason = refused or f"HTTP {status}"
+            error = _delimited(2, _text(reason)) + b"\x18" + _varint(STATUS_ERROR)
+            parts.append(_delimited(15, error))  # 15 status: message 2, code 3
+        parts.append(_CHILD_FLAGS if parent else _ROOT_FLAGS)  # 16 flags
         return b"".join(parts)
 
     def _method(self, method: str) -> bytes:
@@ -210,6 +204,7 @@ class SpanEncoder:
                 + b"\x30"
                 + _varint(SERVER_KIND)
                 + attribute("http.request.method", method if known else "_OTHER")
+                + self._common
             )
             if not known:
                 encoded += attribute("http.request.method_original", method)
@@ -228,7 +223,12 @@ class SpanEncoder:
 KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 )
+_COLDSTART = attribute("faas.coldstart", True)
 _NOT_COLDSTART = attribute("faas.coldstart", False)
+_TIMES = struct.Struct("<BQBQ").pack
+# Span.flags (field 16, fixed32): the parent's "is remote" is known; with a parent, it is.
+_ROOT_FLAGS = b"\x85\x01" + struct.pack("<I", FLAGS_HAS_IS_REMOTE)
+_CHILD_FLAGS = b"\x85\x01" + struct.pack("<I", FLAGS_HAS_IS_REMOTE | FLAGS_IS_REMOTE)
 _url_path = _string_attribute("url.path")
 _invocation_id = _string_attribute("faas.invocation_id")
 
