@@ -64,3 +64,11 @@ def test_a_replaced_field_gives_up_the_bytes_only_when_one_was_taken_out() -> No
         changed.replace_headers([("x-call-id", "mine")])
         assert changed.raw is None  # the caller's X-Call-Id is still in those bytes
         assert [value for name, value in changed.headers if name.lower() == "x-call-id"] == ["mine"]
+
+
+def test_headers_named_finds_the_first_of_each_in_any_case() -> None:
+    wanted = {b"x-call-id": 0, b"traceparent": 1, b"host": 2}
+    for decoded in (False, True):
+        made = request(decoded)
+        made.add_headers([("x-call-id", "second"), ("HOST", "other")])
+        assert made.headers_named(wanted) == ["c-1", None, "fn:8080"]

@@ -130,7 +130,7 @@ class Tracing:
     def start(self, request: Request) -> None:
         """Open the request's span (a child of its traceparent, if any) and make the
         request's trace context name it, for whatever the mode passes the request to."""
-        traceparent = request.header("traceparent")
+        traceparent, tracestate, call_id = request.headers_named(_FIELDS_READ)
         parent = None if traceparent is None else parse_traceparent(traceparent)
         if parent is None:
             trace_id, parent_id, parent_sampled = _random(128) or _new_id(128), 0, None
@@ -149,13 +149,13 @@ class Tracing:
             sampled,
             request.method,
             request.path,
-            request.header("x-call-id"),
+            call_id,
             self._coldstart,
             time.time_ns(),
         )
         self._coldstart = False
         context = f"00-{trace_id:032x}-{span_id:016x}-0{int(sampled)}"
-        if traceparent is None and request.header("tracestate") is None:
+        if traceparent is None and tracestate is None:
             request.add_headers([("traceparent", context)])  # nothing of the caller's to drop
         else:
             request.replace_headers([("traceparent", context), ("tracestate", trace_state)])
@@ -207,6 +207,8 @@ def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
 
 
 _random = random.getrandbits
+# What the span needs of a request, in one pass over its fields.
+_FIELDS_READ = {b"traceparent": 0, b"tracestate": 1, b"x-call-id": 2}
 
 
 def _new_id(bits: int) -> int:
