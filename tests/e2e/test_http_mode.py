@@ -661,10 +661,7 @@ def test_stale_pooled_connection_is_not_retried_once_more_body_went_out_than_is_
     with raw_connection(shared) as sock:
         sock.sendall(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-3\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-            + b"%x\r\n" % len(big)
-            + big
-            + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(big) + big + b"\r\n"
         )
         received = read_until(sock, b"\r\n\r\n")
     assert received.startswith(b"HTTP/1.1 502 ")
