@@ -461,3 +461,25 @@ def test_http_mode_upstream_gets_one_traceparent_when_the_caller_sent_none(
     spans = collector.wait_for(2)
     assert sorted((s.trace_id, s.span_id) for s in spans) == sorted((t, s) for _, t, s, _ in sent)
     assert all(span.parent_span_id == "" for span in spans)
+
+
+def test_an_unsampled_request_hands_on_its_context_and_exports_nothing(
+    watchdog_factory: Factory, collector: Collector
+) -> None:
+    # parentbased_always_on (the default) follows a caller that did not sample; always_off
+    # samples nothing. Either way the function still gets a context naming our span.
+    for settings, headers in (
+        ({}, {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"}),
+        ({"OTEL_TRACES_SAMPLER": "always_off"}, {}),
+    ):
+        watchdog = ready(watchdog_factory(fprocess="env", **traced(collector, **settings)))
+        status, _, body = watchdog.request("POST", "/", b"x", headers)
+        assert status == 200
+        _, trace_id, span_id, flags = traceparent_parts(environment_of(body)["TRACEPARENT"])
+        assert flags == "00" and span_id != CALLER_SPAN
+        assert trace_id == CALLER_TRACE if headers else trace_id != CALLER_TRACE
+        assert watchdog.request("POST", "/sampled?", b"x", {"traceparent": CALLER_PARENT})[0] == 200
+        watchdog.terminate(timeout=15)
+    spans = collector.wait_for(1)
+    # Only the request whose caller sampled it, under the parent-based default.
+    assert [span.attributes["url.path"] for span in spans] == ["/sampled"]
