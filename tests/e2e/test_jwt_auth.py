@@ -1,19 +1,19 @@
 """jwt_auth through the real watchdog: a real issuer on loopback, real functions.
 
-PENDING: pytest does not collect this file (its name does not start with test_) until the
-router calls fwatchdog.auth; rename it to test_jwt_auth.py when the Authenticator is wired.
-The wiring these tests expect: every request but /_/health and /_/ready is checked, on every
-lane (fast, whole, known, task) and in every http_workers process; a refused request gets the
-Denial's status, headers and body and never reaches the function; an accepted one carries
-X-Auth-Seconds; the lock file is written only after Authenticator.start returned; a request
-naming a key the issuer just added waits for the refresh (check_waiting) and passes.
+Every request but /_/health and /_/ready is checked, in every mode and every http_workers
+process; a refused request gets the Denial's status, headers and body and never reaches the
+function; an accepted one carries X-Auth-Seconds; the lock file is written only after the
+keys were fetched; a request naming a key the issuer just added waits for the refresh and
+passes; the issuer is reached through HTTP_PROXY as Go's client reaches it.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,3 +222,67 @@ def test_http_mode_upstream_sees_x_auth_seconds(watchdog_factory: Factory, issue
         headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
         assert float(headers["x-auth-seconds"]) < 1
         assert headers["authorization"].startswith("Bearer ")
+
+
+class _ForwardProxy(socketserver.ThreadingTCPServer):
+    """A plain HTTP forward proxy to one upstream: notes each request line and its
+    Proxy-Authorization, passes the request on in origin form, the answer back as it comes."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.seen: list[tuple[str, str | None]] = []
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    server: _ForwardProxy
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = self.rfile.readline()
+            if not line:
+                return
+            head += line
+        request_line, *fields = head.decode("latin-1").split("\r\n")
+        method, target, version = request_line.split(" ")
+        login = next(
+            (f.split(":", 1)[1].strip() for f in fields if f.lower().startswith("proxy-auth")),
+            None,
+        )
+        self.server.seen.append((request_line, login))
+        path = "/" + target.split("://", 1)[1].split("/", 1)[1]
+        kept = [f for f in fields if f and not f.lower().startswith("proxy-")]
+        with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
+            upstream.sendall(
+                "\r\n".join([f"{method} {path} {version}", *kept, "", ""]).encode("latin-1")
+            )
+            while chunk := upstream.recv(65536):
+                self.wfile.write(chunk)
+
+
+def test_the_issuer_is_reached_through_http_proxy_as_go_s_client_does(
+    watchdog_factory: Factory, issuer: Issuer
+) -> None:
+    proxy = _ForwardProxy(issuer.port)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        # A name only the proxy can reach; NO_PROXY lists others; the keys' URL (127.0.0.1)
+        # is loopback, which Go never proxies.
+        watchdog = watchdog_factory(
+            fprocess="cat",
+            jwt_auth="true",
+            jwt_auth_issuer_url=f"http://issuer.invalid:{issuer.port}",
+            HTTP_PROXY=f"http://fn:s%40cret@127.0.0.1:{proxy.server_address[1]}",
+            NO_PROXY="gateway.openfaas,.example.com,10.0.0.0/8",
+            **REF,
+        )
+        assert wait_until(lambda: health(watchdog) == 200, 15), watchdog.log()
+        assert watchdog.request("POST", "/", b"hi", bearer(issuer.mint()))[:3:2] == (200, b"hi")
+        discovery = f"GET http://issuer.invalid:{issuer.port}/.well-known/openid-configuration"
+        assert proxy.seen == [(f"{discovery} HTTP/1.1", "Basic Zm46c0BjcmV0")]  # fn:s@cret
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -7,8 +7,8 @@ for issuers elsewhere.
 
 The GETs are a small asyncio client on httptools' response parser, not urllib in a thread:
 a fetch that waits on a silent issuer is then cancelled at once when SIGTERM comes, instead
-of holding the process's exit until a thread's timeout. No redirects, no proxy variables
-(the gateway is in the cluster).
+of holding the process's exit until a thread's timeout. HTTP_PROXY, HTTPS_PROXY and NO_PROXY
+are followed as Go's default client follows them (`proxies.py`); no redirects.
 """
 
 from __future__ import annotations
@@ -108,15 +108,27 @@ async def _get(url: str) -> tuple[int, bytes]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    from fwatchdog.auth.proxies import proxy_for
+
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]
-    reader, writer = await asyncio.open_connection(
-        parts.hostname, port, ssl=parts.scheme == "https" or None
-    )
+    proxy = proxy_for(parts.scheme, parts.hostname, port)
+    extra = ""
+    if proxy is None:
+        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=secure or None)
+    else:
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        if proxy.authorization is not None and not secure:
+            extra = f"Proxy-Authorization: {proxy.authorization}\r\n"
     try:
+        if proxy is not None and secure:
+            await _tunnel(reader, writer, parts.hostname, port, proxy.authorization)
+        elif proxy is not None:
+            target = f"http://{host}{target}"  # absolute form: the proxy connects onwards
         writer.write(
-            f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fwatchdog\r\n"
+            f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fwatchdog\r\n{extra}"
             "Accept: application/json\r\nConnection: close\r\n\r\n".encode()
         )
         response = _Response()
@@ -134,3 +146,26 @@ async def _get(url: str) -> tuple[int, bytes]:
         return parser.get_status_code(), bytes(response.body)
     finally:
         writer.close()
+
+
+async def _tunnel(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    hostname: str,
+    port: int,
+    authorization: str | None,
+) -> None:
+    """CONNECT through the proxy, then TLS to `hostname` inside the tunnel."""
+    import ssl
+
+    login = "" if authorization is None else f"Proxy-Authorization: {authorization}\r\n"
+    authority = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{login}\r\n".encode())
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise ValueError(f"the proxy gave no answer to CONNECT {authority}") from None
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    if status_line.split(" ")[1:2] != ["200"]:
+        raise ValueError(f"the proxy refused CONNECT {authority}: {status_line}")
+    await writer.start_tls(ssl.create_default_context(), server_hostname=hostname)
