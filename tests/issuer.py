@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import threading
 import time
 import warnings
@@ -61,9 +62,10 @@ class Issuer:
     """An OpenID issuer on 127.0.0.1:`port`; `issuer` is what its tokens name in iss/aud
     (default: its own URL, as the OpenFaaS gateway does)."""
 
-    def __init__(self, issuer: str | None = None) -> None:
+    def __init__(self, issuer: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls  # serve https with this server context
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.issuer = issuer or self.url
         self.private: dict[str, RSAKey | ECKey | OKPKey] = {}
         self.algorithms: dict[str, str] = {}
@@ -191,6 +193,8 @@ class Issuer:
         handler = _handler_for(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     # Imported here so --version, --run-healthcheck and config errors stay quick.
     from fwatchdog.runtime.event_loop import load_without_openssl
 
-    load_without_openssl()
+    if not config.jwt_auth:  # its issuer and keys may be https (TLS on the loop)
+        load_without_openssl()
     from fwatchdog.runtime.server import run
     from fwatchdog.runtime.workers import WORKER_ENV
 

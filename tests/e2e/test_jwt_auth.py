@@ -9,9 +9,12 @@ passes; the issuer is reached through HTTP_PROXY as Go's client reaches it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import select
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -253,6 +256,9 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
             None,
         )
         self.server.seen.append((request_line, login))
+        if method == "CONNECT":
+            self._tunnel()
+            return
         path = "/" + target.split("://", 1)[1].split("/", 1)[1]
         kept = [f for f in fields if f and not f.lower().startswith("proxy-")]
         with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
@@ -261,6 +267,25 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
             )
             while chunk := upstream.recv(65536):
                 self.wfile.write(chunk)
+
+    def _tunnel(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.server.upstream_port)) as upstream:
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.wfile.flush()
+            pending = self.rfile.peek() if hasattr(self.rfile, "peek") else b""
+            if pending:
+                upstream.sendall(self.rfile.read(len(pending)))
+            client = self.connection
+            sockets = [client, upstream]
+            while True:
+                ready, _, _ = select.select(sockets, [], [], 10)
+                if not ready:
+                    return
+                for source in ready:
+                    chunk = source.recv(65536)
+                    if not chunk:
+                        return
+                    (upstream if source is client else client).sendall(chunk)
 
 
 def test_the_issuer_is_reached_through_http_proxy_as_go_s_client_does(
@@ -286,3 +311,79 @@ def test_the_issuer_is_reached_through_http_proxy_as_go_s_client_does(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for issuer.invalid and 127.0.0.1 that is its own CA: its file (for the
+    watchdog's SSL_CERT_FILE) and a server context serving it."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer.invalid")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("issuer.invalid"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "issuer.pem", directory / "issuer.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return cert_file, context
+
+
+def test_an_https_issuer_is_reached_through_https_proxy_by_connect(
+    watchdog_factory: Factory, tmp_path: Path
+) -> None:
+    cert_file, context = _self_signed(tmp_path)
+    issuer = Issuer(tls=context)
+    issuer.add_key("RSA", "rsa-1")
+    issuer.start()
+    proxy = _ForwardProxy(issuer.port)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        watchdog = watchdog_factory(
+            fprocess="cat",
+            jwt_auth="true",
+            jwt_auth_issuer_url=f"https://issuer.invalid:{issuer.port}",
+            HTTPS_PROXY=f"127.0.0.1:{proxy.server_address[1]}",
+            SSL_CERT_FILE=str(cert_file),
+            **REF,
+        )
+        assert wait_until(lambda: health(watchdog) == 200, 15), watchdog.log()
+        assert watchdog.request("POST", "/", b"hi", bearer(issuer.mint()))[:3:2] == (200, b"hi")
+        authority = f"issuer.invalid:{issuer.port}"
+        assert proxy.seen == [(f"CONNECT {authority} HTTP/1.1", None)]
+        assert issuer.requests[0] == "/.well-known/openid-configuration"  # inside the tunnel
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        issuer.stop()

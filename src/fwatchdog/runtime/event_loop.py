@@ -1,4 +1,5 @@
-"""Load asyncio and uvloop without OpenSSL: fwatchdog speaks plain HTTP on both sides.
+"""Load asyncio and uvloop without OpenSSL: fwatchdog speaks plain HTTP on both sides
+(unless jwt_auth is on: its issuer's documents may be fetched over https on the loop).
 
 uvloop imports `ssl` as it loads and keeps a dozen of its names, and asyncio takes it if it
 can. Importing `ssl` maps and initialises OpenSSL's libraries: about 4.4 MiB of resident
