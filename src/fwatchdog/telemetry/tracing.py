@@ -314,3 +314,7 @@ def _pass_complaints_to(log: Log) -> None:
     logger = logging.getLogger("opentelemetry")
     logger.handlers[:] = [_Complaints(log, loop)]
     logger.propagate = False
+    # The batch processor warns once per span it drops from a full queue (a collector down):
+    # a log record made per request for a line we print once a minute. The exporter's own
+    # error says the collector is down.
+    logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
