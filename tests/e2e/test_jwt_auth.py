@@ -18,7 +18,8 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -288,29 +289,39 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
                     (upstream if source is client else client).sendall(chunk)
 
 
-def test_the_issuer_is_reached_through_http_proxy_as_go_s_client_does(
-    watchdog_factory: Factory, issuer: Issuer
-) -> None:
-    proxy = _ForwardProxy(issuer.port)
+@contextmanager
+def _forward_proxy(upstream_port: int) -> Iterator[_ForwardProxy]:
+    proxy = _ForwardProxy(upstream_port)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        # A name only the proxy can reach; NO_PROXY lists others; the keys' URL (127.0.0.1)
-        # is loopback, which Go never proxies.
-        watchdog = watchdog_factory(
-            fprocess="cat",
-            jwt_auth="true",
-            jwt_auth_issuer_url=f"http://issuer.invalid:{issuer.port}",
-            HTTP_PROXY=f"http://fn:s%40cret@127.0.0.1:{proxy.server_address[1]}",
-            NO_PROXY="gateway.openfaas,.example.com,10.0.0.0/8",
-            **REF,
-        )
-        assert wait_until(lambda: health(watchdog) == 200, 15), watchdog.log()
-        assert watchdog.request("POST", "/", b"hi", bearer(issuer.mint()))[:3:2] == (200, b"hi")
-        discovery = f"GET http://issuer.invalid:{issuer.port}/.well-known/openid-configuration"
-        assert proxy.seen == [(f"{discovery} HTTP/1.1", "Basic Zm46c0BjcmV0")]  # fn:s@cret
+        yield proxy
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def _serves_through_proxy(factory: Factory, issuer: Issuer, **settings: str) -> None:
+    """A jwt_auth watchdog with these settings becomes healthy and serves a token's request."""
+    watchdog = factory(fprocess="cat", jwt_auth="true", **settings, **REF)
+    assert wait_until(lambda: health(watchdog) == 200, 15), watchdog.log()
+    assert watchdog.request("POST", "/", b"hi", bearer(issuer.mint()))[:3:2] == (200, b"hi")
+
+
+def test_the_issuer_is_reached_through_http_proxy_as_go_s_client_does(
+    watchdog_factory: Factory, issuer: Issuer
+) -> None:
+    with _forward_proxy(issuer.port) as proxy:
+        # A name only the proxy can reach; NO_PROXY lists others; the keys' URL (127.0.0.1)
+        # is loopback, which Go never proxies.
+        _serves_through_proxy(
+            watchdog_factory,
+            issuer,
+            jwt_auth_issuer_url=f"http://issuer.invalid:{issuer.port}",
+            HTTP_PROXY=f"http://fn:s%40cret@127.0.0.1:{proxy.server_address[1]}",
+            NO_PROXY="gateway.openfaas,.example.com,10.0.0.0/8",
+        )
+        discovery = f"GET http://issuer.invalid:{issuer.port}/.well-known/openid-configuration"
+        assert proxy.seen == [(f"{discovery} HTTP/1.1", "Basic Zm46c0BjcmV0")]  # fn:s@cret
 
 
 def _self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
@@ -367,23 +378,17 @@ def test_an_https_issuer_is_reached_through_https_proxy_by_connect(
     issuer = Issuer(tls=context)
     issuer.add_key("RSA", "rsa-1")
     issuer.start()
-    proxy = _ForwardProxy(issuer.port)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        watchdog = watchdog_factory(
-            fprocess="cat",
-            jwt_auth="true",
-            jwt_auth_issuer_url=f"https://issuer.invalid:{issuer.port}",
-            HTTPS_PROXY=f"127.0.0.1:{proxy.server_address[1]}",
-            SSL_CERT_FILE=str(cert_file),
-            **REF,
-        )
-        assert wait_until(lambda: health(watchdog) == 200, 15), watchdog.log()
-        assert watchdog.request("POST", "/", b"hi", bearer(issuer.mint()))[:3:2] == (200, b"hi")
-        authority = f"issuer.invalid:{issuer.port}"
-        assert proxy.seen == [(f"CONNECT {authority} HTTP/1.1", None)]
-        assert issuer.requests[0] == "/.well-known/openid-configuration"  # inside the tunnel
+        with _forward_proxy(issuer.port) as proxy:
+            _serves_through_proxy(
+                watchdog_factory,
+                issuer,
+                jwt_auth_issuer_url=f"https://issuer.invalid:{issuer.port}",
+                HTTPS_PROXY=f"127.0.0.1:{proxy.server_address[1]}",
+                SSL_CERT_FILE=str(cert_file),
+            )
+            authority = f"issuer.invalid:{issuer.port}"
+            assert proxy.seen == [(f"CONNECT {authority} HTTP/1.1", None)]
+            assert issuer.requests[0] == "/.well-known/openid-configuration"  # in the tunnel
     finally:
-        proxy.shutdown()
-        proxy.server_close()
         issuer.stop()
