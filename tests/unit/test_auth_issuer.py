@@ -99,3 +99,26 @@ def test_nothing_listening_is_an_issuer_error(issuer: Issuer) -> None:
     issuer.stop()
     with pytest.raises(IssuerError, match=re.escape(issuer.url)):
         asyncio.run(discover(issuer.url))
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_followed_as_go_s_client_follows_it(issuer: Issuer, status: int) -> None:
+    # A relative Location resolves against the URL asked for, as in Go.
+    moved = b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (
+        status,
+        f"{issuer.url}/.well-known/openid-configuration".encode(),
+    )
+
+    async def check(url: str) -> None:
+        assert (await fetch_json(url))["jwks_uri"] == issuer.url + "/.well-known/jwks.json"
+
+    with_server(moved, check)
+
+
+def test_a_relative_redirect_and_a_redirect_loop() -> None:
+    async def check(url: str) -> None:
+        with pytest.raises(IssuerError, match=r"/doc: stopped after 10 redirects"):
+            await fetch_json(url)
+
+    # Every answer sends the client back to /doc on the same server: a loop.
+    with_server(b"HTTP/1.1 302 Found\r\nLocation: /doc\r\nContent-Length: 0\r\n\r\n", check)

@@ -8,7 +8,8 @@ for issuers elsewhere.
 The GETs are a small asyncio client on httptools' response parser, not urllib in a thread:
 a fetch that waits on a silent issuer is then cancelled at once when SIGTERM comes, instead
 of holding the process's exit until a thread's timeout. HTTP_PROXY, HTTPS_PROXY and NO_PROXY
-are followed as Go's default client follows them (`proxies.py`); no redirects.
+are followed as Go's default client follows them (`proxies.py`), and so are redirects (at most
+MAX_REDIRECTS, as Go's client).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ DISCOVERY_PATH = "/.well-known/openid-configuration"
 FETCH_TIMEOUT = 10.0
 # Largest document accepted (Go reads at most 1 MiB).
 MAX_DOCUMENT = 1 << 20
+# Redirects followed for one GET (Go's default client stops after 10).
+MAX_REDIRECTS = 10
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class IssuerError(Exception):
@@ -62,13 +66,22 @@ async def discover(authority: str, timeout: float = FETCH_TIMEOUT) -> Discovery:
 
 async def fetch_json(url: str, timeout: float = FETCH_TIMEOUT) -> Any:
     """GET `url` and parse its JSON body; IssuerError naming the URL for anything else."""
+    from urllib.parse import urljoin
+
+    asked = url
     try:
         async with asyncio.timeout(timeout):
-            status, body = await _get(url)
+            for _ in range(MAX_REDIRECTS + 1):
+                status, body, location = await _get(url)
+                if status not in REDIRECTS or location is None:
+                    break
+                url = urljoin(url, location)
+            else:
+                raise ValueError(f"stopped after {MAX_REDIRECTS} redirects (last to {url})")
     except TimeoutError:
-        raise IssuerError(f"{url}: no answer within {timeout:g}s") from None
+        raise IssuerError(f"{asked}: no answer within {timeout:g}s") from None
     except (OSError, httptools.HttpParserError, ValueError) as error:
-        raise IssuerError(f"{url}: {error or type(error).__name__}") from None
+        raise IssuerError(f"{asked}: {error or type(error).__name__}") from None
     if status != 200:
         raise IssuerError(f"{url}: status {status}: {body[:200].decode(errors='replace')!r}")
     try:
@@ -85,10 +98,14 @@ class _Response:
         self.done = False
         self.head_done = False
         self.framed = False  # Content-Length or chunked; else the body ends at the close
+        self.location: str | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        lowered = name.lower()
+        if lowered in (b"content-length", b"transfer-encoding"):
             self.framed = True
+        elif lowered == b"location" and self.location is None:
+            self.location = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -102,7 +119,8 @@ class _Response:
         self.done = True
 
 
-async def _get(url: str) -> tuple[int, bytes]:
+async def _get(url: str) -> tuple[int, bytes, str | None]:
+    """One GET: the status, the body and the Location field, if any."""
     from urllib.parse import urlsplit  # 0.8 MiB that only this needs (see config.py)
 
     parts = urlsplit(url)
@@ -143,7 +161,7 @@ async def _get(url: str) -> tuple[int, bytes]:
             parser.feed_data(data)
             if len(response.body) > MAX_DOCUMENT:
                 raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
-        return parser.get_status_code(), bytes(response.body)
+        return parser.get_status_code(), bytes(response.body), response.location
     finally:
         writer.close()
 
