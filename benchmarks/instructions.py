@@ -1,0 +1,177 @@
+"""`python -m benchmarks.instructions`: instructions per request, counted by callgrind.
+
+On a shared, noisy machine wall-clock figures move by 10-20% from run to run; the number of
+instructions a request costs does not. This runs the real HttpConnection, Router and modes in
+one process (as `benchmarks.inprocess` does, with transports that only count bytes) under
+`valgrind --tool=callgrind`, once with no measured requests and once with `--requests`, and
+prints the difference per request: the Python (and C) cost of the request path, without the
+kernel's. Use it before and after a change to that path; it needs valgrind.
+
+Lanes:
+- `http-gateway`: a 100-byte POST to a pooled upstream connection, every request with a fresh
+  X-Call-Id and X-Start-Time as the OpenFaaS gateway sends them, nginx's answer relayed back;
+- `http-gateway-traced`: the same with tracing on at 100% (the serving thread only: the
+  export thread is kept idle), and `span-encoding`: encoding one span of a 512-span batch;
+- `static-1k`: a cached 1 KiB file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+WARM_UP = 500
+LANES = ("http-gateway", "http-gateway-traced", "span-encoding", "static-1k")
+# Tracing on, every request sampled, nothing exported while the requests are counted.
+TRACED = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+    "OTEL_TRACES_SAMPLER": "always_on",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "1000000",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000000",
+    "OTEL_BSP_SCHEDULE_DELAY": "600000",
+}
+SUMMARY = re.compile(rb"^summary:\s*(\d+)", re.MULTILINE)
+
+
+def gateway_request(number: int) -> bytes:
+    """A call as the OpenFaaS gateway forwards it: fresh X-Call-Id and X-Start-Time."""
+    return (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Go-http-client/1.1\r\n"
+        b"Content-Length: 100\r\nContent-Type: application/octet-stream\r\n"
+        b"X-Call-Id: %s\r\nX-Forwarded-For: 10.62.0.7\r\n"
+        b"X-Forwarded-Host: gateway.openfaas:8080\r\nX-Start-Time: %d\r\n"
+        b"Accept-Encoding: gzip\r\n\r\n"
+        % (str(uuid.uuid4()).encode(), 1_765_000_000_000_000_000 + number)
+    ) + b"x" * 100
+
+
+async def _http_gateway(requests: int, made: int) -> None:
+    from benchmarks import inprocess
+    from fwatchdog.modes.proxy.mode import HttpMode
+    from fwatchdog.settings.config import Config
+    from fwatchdog.telemetry.logs import Log
+    from fwatchdog.upstream.client import UpstreamConnection
+
+    # As many calls made in both runs, so that making them is not counted.
+    calls = [gateway_request(number) for number in range(WARM_UP + made)]
+    with open(os.devnull, "w") as sink:
+        log = Log(stream=sink)
+        log.attach(asyncio.get_running_loop())
+        config = Config(
+            mode="http",
+            function_process="unused",
+            upstream_url="http://127.0.0.1:9",
+            suppress_lock=True,
+        )
+        mode = HttpMode(config, log)
+        mode._ready.set_result(None)  # no child: the pooled connection below is the upstream
+        upstream = UpstreamConnection(mode._pool)
+        upstream.connection_made(inprocess.CountingTransport())
+        mode._pool.release(upstream)
+        connection, _ = inprocess._connection(config, mode, log)
+        for call in calls[: WARM_UP + requests]:
+            connection.data_received(call)
+            upstream.data_received(inprocess.NGINX_ANSWER)
+        await asyncio.sleep(0.01)  # the batched writes and the log lines
+
+
+async def _span_encoding(requests: int, made: int) -> None:
+    from fwatchdog.telemetry.otlp import SpanEncoder, SpanRecord
+
+    encoder = SpanEncoder(
+        {"service.name": "fn", "faas.name": "fn", "fwatchdog.mode": "http", "process.pid": 7},
+        "fwatchdog",
+        {"faas.trigger": "http", "server.port": 8080, "url.scheme": "http"},
+    )
+    records = []
+    for number in range(512):
+        record = SpanRecord(
+            number + 1, number + 1, 0, None, True, "POST", "/", str(uuid.uuid4()), False, 1
+        )
+        record.end_ns, record.status = 2, 200
+        records.append(record)
+    for _ in range(requests // 512):
+        encoder.encode(records)
+
+
+async def _static_1k(requests: int, made: int) -> None:
+    from benchmarks import inprocess
+    from fwatchdog.telemetry.logs import Log
+
+    with open(os.devnull, "w") as sink, tempfile.TemporaryDirectory() as root:
+        log = Log(stream=sink)
+        log.attach(asyncio.get_running_loop())
+        one: Callable[[], None] = await inprocess._static_lane(log, Path(root))
+        for _ in range(WARM_UP + requests):
+            one()
+        await asyncio.sleep(0.01)
+
+
+def _child(lane: str, requests: int, made: int) -> None:
+    import uvloop
+
+    run = {"static-1k": _static_1k, "span-encoding": _span_encoding}.get(lane, _http_gateway)
+    uvloop.run(run(requests, made))
+
+
+def _count(lane: str, requests: int, made: int) -> int:
+    """Instructions of one child run of `lane` with `requests` counted requests (of `made`)."""
+    environ = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONMALLOC": "malloc"}
+    if lane == "http-gateway-traced":
+        environ.update(TRACED)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "benchmarks.instructions",
+                "--child",
+                lane,
+                str(requests),
+                str(made),
+            ],
+            check=True,
+            env=environ,
+            capture_output=True,
+        )
+        found = SUMMARY.search(out.read_bytes())
+    if found is None:
+        raise RuntimeError(f"{lane}: callgrind wrote no summary")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2048, help="counted requests (2048)")
+    parser.add_argument("lanes", nargs="*", default=list(LANES), help=f"of {', '.join(LANES)}")
+    parser.add_argument("--child", nargs=3, metavar=("LANE", "N", "MADE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child[0], int(args.child[1]), int(args.child[2]))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    print(f"{'lane':24s} {'instructions/request':>21s}")
+    for lane in args.lanes:
+        counted = _count(lane, args.requests, args.requests) - _count(lane, 0, args.requests)
+        per_request = counted // args.requests
+        print(f"{lane:24s} {per_request:>21,}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
