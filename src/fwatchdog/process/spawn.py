@@ -86,7 +86,7 @@ class FunctionProcess:
     """One running function: the parent ends of its pipes, its exit status, how to stop it."""
 
     def __init__(self, pid: int, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None:
-        own_children.add(pid)
+        own_children.add(pid)  # the reaper leaves it to its own wait
         self.pid = pid
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
@@ -131,34 +131,28 @@ class FunctionProcess:
             (os.POSIX_SPAWN_DUP2, stdout_w if stderr_to_stdout else stderr_w, 2),
         ]
         start = _fork_exec_dying_with_parent if die_with_watchdog else _posix_spawn
-        spawning = object()
+        spawning = object()  # until the new process is registered (FunctionProcess.__init__)
         spawns_in_progress.add(spawning)
         try:
             try:
-                pid = start(path, program.argv, env, actions)
-            except FileNotFoundError:
-                path = program.path(refresh=True)  # moved or installed since we looked
-                if path is None:
-                    raise
-                pid = start(path, program.argv, env, actions)
-            own_children.add(pid)
-        except OSError as error:
-            for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
-                os.close(fd)
-            raise SpawnError(spawn_failure_message(program.name, error)) from None
+                pid = _start(start, path, program, env, actions)
+            except OSError as error:
+                for fd in (stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w):
+                    os.close(fd)
+                raise SpawnError(spawn_failure_message(program.name, error)) from None
+            os.close(stdin_r)
+            os.close(stdout_w)
+            os.close(stderr_w)
+            if stdin_data is not None:
+                os.close(stdin_w)
+                stdin_w = -1
+            else:
+                fcntl.fcntl(stdin_w, fcntl.F_SETFL, os.O_NONBLOCK)
+            fcntl.fcntl(stdout_r, fcntl.F_SETFL, os.O_NONBLOCK)
+            fcntl.fcntl(stderr_r, fcntl.F_SETFL, os.O_NONBLOCK)
+            return cls(pid, stdin_w, stdout_r, stderr_r)
         finally:
             spawns_in_progress.discard(spawning)
-        os.close(stdin_r)
-        os.close(stdout_w)
-        os.close(stderr_w)
-        if stdin_data is not None:
-            os.close(stdin_w)
-            stdin_w = -1
-        else:
-            fcntl.fcntl(stdin_w, fcntl.F_SETFL, os.O_NONBLOCK)
-        fcntl.fcntl(stdout_r, fcntl.F_SETFL, os.O_NONBLOCK)
-        fcntl.fcntl(stderr_r, fcntl.F_SETFL, os.O_NONBLOCK)
-        return cls(pid, stdin_w, stdout_r, stderr_r)
 
     def discard(self) -> None:
         """Kill a process nobody will serve, close our pipe ends; the loop reaps it."""
@@ -259,6 +253,24 @@ class Spawner:
 def _discard_spawned(spawning: asyncio.Future[FunctionProcess]) -> None:
     if not spawning.cancelled() and spawning.exception() is None:
         spawning.result().discard()
+
+
+def _start(
+    start: Callable[[str, list[str], Mapping[str, str], list[tuple[int, int, int]]], int],
+    path: str,
+    program: Program,
+    env: Mapping[str, str],
+    actions: list[tuple[int, int, int]],
+) -> int:
+    """Start `program` (found at `path`) with `start`; once more if its file moved or was
+    installed since it was looked up."""
+    try:
+        return start(path, program.argv, env, actions)
+    except FileNotFoundError:
+        path = program.path(refresh=True)  # moved or installed since we looked
+        if path is None:
+            raise
+        return start(path, program.argv, env, actions)
 
 
 def _posix_spawn(
