@@ -138,16 +138,14 @@ def _any_value(value: Any) -> bytes:
     return _delimited(1, _text(str(value)))
 
 
+def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue message: key 1, value 2."""
+    return _delimited(1, _text(key)) + _delimited(2, _any_value(value))
+
+
 def attribute(key: str, value: Any) -> bytes:
-    """A Span's attribute (field 9): a KeyValue."""
-    return _delimited(9, _delimited(1, _text(key)) + _delimited(2, _any_value(value)))
-
-
-def _key_values(attributes: Mapping[str, Any]) -> bytes:
-    return b"".join(
-        _delimited(1, _delimited(1, _text(key)) + _delimited(2, _any_value(value)))
-        for key, value in attributes.items()
-    )
+    """A Span's attribute (field 9)."""
+    return _delimited(9, _key_value(key, value))
 
 
 class SpanEncoder:
@@ -155,7 +153,8 @@ class SpanEncoder:
     every span (the resource, the scope, the attributes shared by all) is encoded once."""
 
     def __init__(self, resource: Mapping[str, Any], scope: str, common: Mapping[str, Any]) -> None:
-        self._resource = _delimited(1, _key_values(resource))  # ResourceSpans.resource
+        attributes = b"".join(_delimited(1, _key_value(k, v)) for k, v in resource.items())
+        self._resource = _delimited(1, attributes)  # ResourceSpans.resource
         self._scope = _delimited(1, _delimited(1, _text(scope)))  # ScopeSpans.scope
         self._common = b"".join(attribute(key, value) for key, value in common.items())
         self._statuses: dict[int, bytes] = {}
@@ -250,6 +249,3 @@ class EncodedExport:
 
     def shutdown(self) -> None:
         self._stop()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
