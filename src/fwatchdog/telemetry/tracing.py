@@ -133,14 +133,14 @@ class Tracing:
         traceparent, tracestate, call_id = request.headers_named(_FIELDS_READ)
         parent = None if traceparent is None else parse_traceparent(traceparent)
         if parent is None:
-            trace_id, parent_id, parent_sampled = _random(128) or _new_id(128), 0, None
+            trace_id, parent_id, parent_sampled = _new_id(128), 0, None
             trace_state = None  # W3C: a tracestate without a valid traceparent is dropped
         else:
             trace_id, parent_id, parent_sampled = parent
             states = [value for name, value in request.headers if name.lower() == "tracestate"]
             trace_state = ",".join(states) or None
         sampled = self._sampler.sampled(trace_id, parent_sampled)
-        span_id = _random(64) or _new_id(64)
+        span_id = _new_id(64)
         request.span = self._span_record(
             trace_id,
             span_id,
@@ -206,7 +206,6 @@ def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
     return trace_id, span_id, bool(int(flags, 16) & 1)
 
 
-_random = random.getrandbits
 # What the span needs of a request, in one pass over its fields.
 _FIELDS_READ = {b"traceparent": 0, b"tracestate": 1, b"x-call-id": 2}
 
