@@ -133,18 +133,18 @@ async def _get(url: str) -> tuple[int, bytes, str | None]:
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]
     proxy = proxy_for(parts.scheme, parts.hostname, port)
-    extra = ""
     if proxy is None:
         reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=secure or None)
     else:
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-        if proxy.authorization is not None and not secure:
-            extra = f"Proxy-Authorization: {proxy.authorization}\r\n"
+    extra = ""
     try:
         if proxy is not None and secure:
             await _tunnel(reader, writer, parts.hostname, port, proxy.authorization)
         elif proxy is not None:
             target = f"http://{host}{target}"  # absolute form: the proxy connects onwards
+            if proxy.authorization is not None:
+                extra = f"Proxy-Authorization: {proxy.authorization}\r\n"
         writer.write(
             f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fwatchdog\r\n{extra}"
             "Accept: application/json\r\nConnection: close\r\n\r\n".encode()
