@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvloop
@@ -30,6 +30,9 @@ from fwatchdog.router import Health, Router
 from fwatchdog.settings.config import Config
 from fwatchdog.telemetry.logs import Log
 from fwatchdog.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fwatchdog.upstream.client import UpstreamConnection
 
 GET = b"GET /one.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"  # as wrk sends it
 POST = (
@@ -125,7 +128,9 @@ async def _static_lane(log: Log, root: Path) -> Callable[[], None]:
     return lambda: conn.data_received(GET)
 
 
-async def _http_lane(log: Log) -> Callable[[], None]:
+def pooled_http(log: Log) -> tuple[HttpConnection, UpstreamConnection]:
+    """http mode's client connection and the one pooled upstream connection it sends to
+    (no child: the test answers as the upstream)."""
     from fwatchdog.modes.proxy.mode import HttpMode
     from fwatchdog.upstream.client import UpstreamConnection
 
@@ -136,11 +141,16 @@ async def _http_lane(log: Log) -> Callable[[], None]:
         suppress_lock=True,
     )
     mode = HttpMode(config, log)
-    mode._ready.set_result(None)  # no child: the pooled connection below is the upstream
+    mode._ready.set_result(None)
     upstream = UpstreamConnection(mode._pool)
     upstream.connection_made(CountingTransport())
     mode._pool.release(upstream)
     conn, _ = _connection(config, mode, log)
+    return conn, upstream
+
+
+async def _http_lane(log: Log) -> Callable[[], None]:
+    conn, upstream = pooled_http(log)
 
     def one() -> None:
         conn.data_received(POST)

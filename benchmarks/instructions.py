@@ -56,28 +56,14 @@ def gateway_request(number: int) -> bytes:
 
 async def _http_gateway(requests: int, made: int) -> None:
     from benchmarks import inprocess
-    from fwatchdog.modes.proxy.mode import HttpMode
-    from fwatchdog.settings.config import Config
     from fwatchdog.telemetry.logs import Log
-    from fwatchdog.upstream.client import UpstreamConnection
 
     # As many calls made in both runs, so that making them is not counted.
     calls = [gateway_request(number) for number in range(WARM_UP + made)]
     with open(os.devnull, "w") as sink:
         log = Log(stream=sink)
         log.attach(asyncio.get_running_loop())
-        config = Config(
-            mode="http",
-            function_process="unused",
-            upstream_url="http://127.0.0.1:9",
-            suppress_lock=True,
-        )
-        mode = HttpMode(config, log)
-        mode._ready.set_result(None)  # no child: the pooled connection below is the upstream
-        upstream = UpstreamConnection(mode._pool)
-        upstream.connection_made(inprocess.CountingTransport())
-        mode._pool.release(upstream)
-        connection, _ = inprocess._connection(config, mode, log)
+        connection, upstream = inprocess.pooled_http(log)
         for call in calls[: WARM_UP + requests]:
             connection.data_received(call)
             upstream.data_received(inprocess.NGINX_ANSWER)
