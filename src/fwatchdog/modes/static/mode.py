@@ -4,7 +4,8 @@ A request goes: method check -> the in-memory cache of small files (one `stat` p
 is still the file on disk) -> the URL made safe (`static_paths`) -> open and check the file
 under the root -> redirects, index.html or a listing -> preconditions and ranges
 (`static_headers`) -> the body, from memory or with sendfile(2) from the descriptor, at the
-client's pace. Anything that must not be served is a plain 404, whatever the reason.
+client's pace. Anything that must not be served is a plain 404, whatever the reason; a file
+that cannot be opened for want of descriptors or memory is a 503.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fwatchdog.modes.static.paths import (
     OpenedFile,
     StaticRoot,
     StaticRootError,
+    Unavailable,
     UrlPath,
     parse_url_path,
     raw_path_of,
@@ -46,6 +48,7 @@ from fwatchdog.telemetry.logs import Log
 ALLOWED_METHODS = ("GET", "HEAD")
 NOT_FOUND = b"404 page not found\n"
 FORBIDDEN = b"403 Forbidden\n"
+UNAVAILABLE = b"503 Service Unavailable: out of file descriptors or memory\n"
 PRECONDITION_FAILED = b"412 Precondition Failed\n"
 RANGE_NOT_SATISFIABLE = b"416 Requested Range Not Satisfiable\n"
 TEXT_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
@@ -103,16 +106,17 @@ class StaticMode:
             return
         try:
             opened = root.open(root.path_of(url.segments))
+            if opened is None:
+                response.send(404, NOT_FOUND, TEXT_PLAIN)
+                return
+            try:
+                await self._serve_opened(request, response, url, raw_path, opened)
+            finally:
+                opened.close()
         except Forbidden:
             response.send(403, FORBIDDEN, TEXT_PLAIN)
-            return
-        if opened is None:
-            response.send(404, NOT_FOUND, TEXT_PLAIN)
-            return
-        try:
-            await self._serve_opened(request, response, url, raw_path, opened)
-        finally:
-            opened.close()
+        except Unavailable:  # raised by the opening of a file or of a directory's index.html
+            response.send(503, UNAVAILABLE, [*TEXT_PLAIN, ("Retry-After", "1")])
 
     async def _serve_opened(
         self,

@@ -10,6 +10,7 @@ outside however they are chained, with no window between the check and the use.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -23,6 +24,15 @@ INDEX_NAME = b"index.html"
 
 class Forbidden(Exception):
     """A file under the root that the watchdog may not read: 403, as from Go's file server."""
+
+
+class Unavailable(Exception):
+    """The watchdog is short of descriptors or memory to open a file that may well exist: 503,
+    which a client retries, not a 404 it would believe."""
+
+
+# Errors of open(2) that say nothing about the file, only about the server's resources.
+_SHORT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class StaticRootError(Exception):
@@ -143,7 +153,8 @@ class StaticRoot:
 
     def open(self, path: bytes) -> OpenedFile | None:
         """Open `path` if it is a regular file or directory that really lies under the root;
-        raises Forbidden for one under the root that we may not read."""
+        raises Forbidden for one under the root that we may not read, Unavailable when out of
+        descriptors or memory."""
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except PermissionError:
@@ -151,7 +162,11 @@ class StaticRoot:
             if self.contains_real(os.fsencode(os.path.realpath(path))):
                 raise Forbidden from None
             return None
-        except (OSError, ValueError):
+        except OSError as error:
+            if error.errno in _SHORT_OF_RESOURCES:
+                raise Unavailable from None
+            return None
+        except ValueError:  # a NUL in the name
             return None
         try:
             st = os.fstat(fd)
