@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -109,6 +110,42 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True  # reaped between the two looks (ESRCH when reaped between open and read)
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def holding_upstream_connections(pids: list[int], port: int) -> set[int]:
+    """Which of `pids` have an established TCP connection to 127.0.0.1:`port`."""
+    return sockets_of(pids, port, state="01", end=2)
+
+
+def accepted_on(pids: list[int], port: int) -> set[int]:
+    """Which of `pids` hold an established connection accepted on `port`."""
+    return sockets_of(pids, port, state="01", end=1)
+
+
+def listening_on(pids: list[int], port: int) -> set[int]:
+    """Which of `pids` have a socket listening on `port`."""
+    return sockets_of(pids, port, state="0A", end=1)
+
+
+def sockets_of(pids: list[int], port: int, state: str, end: int) -> set[int]:
+    """Which of `pids` have a TCP socket in `state` whose local (`end` 1) or remote (2)
+    port is `port`, from /proc."""
+    owner: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        owner[target[len("socket:[") : -1]] = pid
+    holders = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            address, inode = fields[end], fields[9]
+            if fields[3] == state and int(address.rsplit(":", 1)[1], 16) == port and inode in owner:
+                holders.add(owner[inode])
+    return holders
 
 
 def http_mode_settings(**settings: str) -> dict[str, str]:
@@ -278,6 +315,11 @@ def start_watchdog(
         except TimeoutError:
             process.kill()
             raise AssertionError(f"fwatchdog did not start:\n{watchdog.log()}") from None
+        # Static mode serves in a process per CPU; the port opens with the first, and health
+        # turns 200 once every one listens, which is when a test may begin.
+        if env.get("mode") == "static" and not wait_until(lambda: health(watchdog) == 200, 10):
+            process.kill()
+            raise AssertionError(f"fwatchdog did not turn healthy:\n{watchdog.log()}")
     return watchdog
 
 

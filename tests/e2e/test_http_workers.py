@@ -15,14 +15,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from conftest import (
     Watchdog,
     children_of,
     health,
+    holding_upstream_connections,
     http_mode_settings,
+    listening_on,
     process_gone,
     read_until,
     wait_until,
@@ -45,37 +46,6 @@ def workers_of(watchdog: Watchdog) -> list[int]:
     """The primary's children other than the function's server."""
     child = child_of(watchdog)
     return [pid for pid in children_of(watchdog.process.pid) if pid != child]
-
-
-def holding_upstream_connections(pids: list[int], port: int) -> set[int]:
-    """Which of `pids` have an established TCP connection to 127.0.0.1:`port`."""
-    return sockets_of(pids, port, state="01", end=2)
-
-
-def listening_on(pids: list[int], port: int) -> set[int]:
-    """Which of `pids` have a socket listening on `port`."""
-    return sockets_of(pids, port, state="0A", end=1)
-
-
-def sockets_of(pids: list[int], port: int, state: str, end: int) -> set[int]:
-    """Which of `pids` have a TCP socket in `state` whose local (`end` 1) or remote (2)
-    port is `port`, from /proc."""
-    owner: dict[str, int] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:["):
-                        owner[target[len("socket:[") : -1]] = pid
-    holders = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            address, inode = fields[end], fields[9]
-            if fields[3] == state and int(address.rsplit(":", 1)[1], 16) == port and inode in owner:
-                holders.add(owner[inode])
-    return holders
 
 
 @contextlib.contextmanager

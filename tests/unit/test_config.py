@@ -285,6 +285,15 @@ def test_http_workers_over_one_refuses_max_inflight() -> None:
     assert load_config({**environ, "http_workers": ""}).http_workers == 0
 
 
+@pytest.mark.parametrize("mode", ["streaming", "serializing", "afterburn"])
+def test_http_workers_over_one_is_refused_where_one_process_serves(mode: str) -> None:
+    environ = {"fprocess": "cat", "mode": mode, "http_workers": "2"}
+    assert config_error(environ).startswith(
+        f"http_workers: only http and static mode serve in several processes, not mode={mode}"
+    )
+    assert load_config({**environ, "http_workers": "1"}).http_workers == 1
+
+
 # --- Go settings fwatchdog cannot honour: refused, never ignored (issue 16) ---
 
 

@@ -18,32 +18,43 @@ from fwatchdog.settings.config import Config
 from fwatchdog.telemetry.metrics import Metrics
 
 
-def test_one_process_outside_http_mode_and_with_max_inflight() -> None:
-    assert worker_count(replace(Config(), mode="streaming", http_workers=4)) == 1
-    assert worker_count(replace(Config(), mode="http", max_inflight=5)) == 1
+@pytest.mark.parametrize("mode", ["streaming", "serializing", "afterburn"])
+def test_one_process_in_the_modes_whose_functions_need_the_cpus(mode: str) -> None:
+    assert worker_count(replace(Config(), mode=mode, http_workers=4)) == 1
 
 
-def test_http_workers_given_or_one_per_cpu_beyond_the_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["http", "static"])
+def test_one_process_with_max_inflight(mode: str) -> None:
+    assert worker_count(replace(Config(), mode=mode, max_inflight=5)) == 1
+
+
+def test_http_workers_given_or_one_per_cpu_beyond_the_functions_server(tmp_path: Path) -> None:
     assert worker_count(replace(Config(), mode="http", http_workers=3)) == 3
+    assert worker_count(replace(Config(), mode="static", http_workers=3)) == 3
     no_cgroup = str(tmp_path / "absent")
-    expected = max(1, min(len(os.sched_getaffinity(0)) - 1, MAX_AUTO_WORKERS))
-    assert worker_count(replace(Config(), mode="http"), no_cgroup) == expected
+    cpus = len(os.sched_getaffinity(0))
+    expected_http = max(1, min(cpus - 1, MAX_AUTO_WORKERS))
+    assert worker_count(replace(Config(), mode="http"), no_cgroup) == expected_http
+    # Static mode has no function to leave a CPU for.
+    expected_static = max(1, min(cpus, MAX_AUTO_WORKERS))
+    assert worker_count(replace(Config(), mode="static"), no_cgroup) == expected_static
     assert 1 <= cpus_available() <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize(
     ("cpus", "memory_limit", "processes"),
     [
+        (0, None, 1),
         (1, None, 1),
-        (2, None, 1),
-        (4, None, 3),
+        (2, None, 2),
+        (4, None, 4),
         (64, None, 8),
         (4, 128 * 1024 * 1024, 1),
         (8, 512 * 1024 * 1024, 4),
         (8, 64 * 1024 * 1024, 1),
     ],
 )
-def test_one_process_per_cpu_beyond_the_first_and_per_128_mib_of_a_memory_limit(
+def test_one_process_per_free_cpu_and_per_128_mib_of_a_memory_limit(
     cpus: int, memory_limit: int | None, processes: int
 ) -> None:
     assert auto_worker_count(cpus, memory_limit) == processes

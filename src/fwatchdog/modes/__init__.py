@@ -9,7 +9,7 @@ from fwatchdog.telemetry.logs import Log
 
 
 def make_mode(config: Config, log: Log, primary: PrimaryLink | None = None) -> Mode:
-    """The mode `config` names; `primary` in a worker process (http mode only)."""
+    """The mode `config` names; `primary` in a worker process (http and static mode)."""
     if config.mode == "streaming":
         from fwatchdog.modes.forking.streaming import StreamingMode
 
@@ -21,7 +21,7 @@ def make_mode(config: Config, log: Log, primary: PrimaryLink | None = None) -> M
     if config.mode == "static":
         from fwatchdog.modes.static.mode import StaticMode
 
-        return StaticMode(config, log)
+        return StaticMode(config, log, worker=primary is not None)
     if config.mode == "serializing":
         from fwatchdog.modes.forking.serializing import SerializingMode
 

@@ -224,7 +224,8 @@ class Watchdog:
             await mode.stop()
             return 0
         self.health.started = True
-        failure = await self._wait_for_stop(getattr(mode, "failed", None))
+        # What ends a worker comes from the primary: the child's exit, or its own.
+        failure = await self._wait_for_stop(primary.failed)
         if failure is not None:
             if failure == PRIMARY_GONE:  # the primary cannot say it any more
                 self.log.error(f"fwatchdog: worker process {os.getpid()}: {failure}; stopping")

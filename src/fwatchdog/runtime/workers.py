@@ -1,9 +1,10 @@
-"""http mode's extra serving processes, seen from the process that started them (the primary).
+"""The extra serving processes of http and static mode, seen from the process that started
+them (the primary).
 
-One Python process proxies about 20k requests a second on one core, and the Go watchdog uses
-every core. So in http mode the primary, which owns the child, the lock file and the metrics
-port, also starts `http_workers - 1` copies of fwatchdog that accept on the same listening
-socket and proxy to the same upstream. They share what must be one:
+One Python process serves on one core, and the Go watchdog uses every core. So in http and
+static mode the primary, which owns the child, the lock file and the metrics port, also starts
+`http_workers - 1` copies of fwatchdog that accept on the same listening socket and proxy to
+the same upstream (or serve the same directory). They share what must be one:
 
 - readiness: a worker serves once the primary says the upstream accepts connections;
 - failure: when the child dies the primary tells every worker, which ends its requests (502)
@@ -58,23 +59,24 @@ Snapshot = dict[str, Any]
 
 
 def worker_count(config: Config, cgroup_root: str = CGROUP_ROOT) -> int:
-    """How many processes serve the port: http_workers, or (http mode without max_inflight)
-    one per CPU the container may use beyond the first, which the function's own server
-    needs, fewer under a small memory limit; 1 in other modes (why: commit 5287af5).
+    """How many processes serve the port: http_workers, or (without max_inflight) one per
+    CPU the container may use, less the one http mode's own server needs, fewer under a
+    small memory limit; 1 in the forking modes and afterburn, whose functions need the CPUs.
     """
-    if config.mode != "http":
+    if config.mode not in ("http", "static"):
         return 1
     if config.http_workers:
         return config.http_workers
     if config.max_inflight:
         return 1
-    return auto_worker_count(cpus_available(cgroup_root), cgroup_memory_limit(cgroup_root))
+    cpus = cpus_available(cgroup_root) - (config.mode == "http")
+    return auto_worker_count(cpus, cgroup_memory_limit(cgroup_root))
 
 
 def auto_worker_count(cpus: int, memory_limit: int | None) -> int:
-    """Processes for `cpus` CPUs and a memory limit in bytes (None: none)."""
+    """Processes for `cpus` CPUs free for serving and a memory limit in bytes (None: none)."""
     by_memory = MAX_AUTO_WORKERS if memory_limit is None else memory_limit // MEMORY_PER_WORKER
-    return max(1, min(cpus - 1, by_memory, MAX_AUTO_WORKERS))
+    return max(1, min(cpus, by_memory, MAX_AUTO_WORKERS))
 
 
 def cpus_available(cgroup_root: str = CGROUP_ROOT) -> int:

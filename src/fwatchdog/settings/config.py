@@ -366,11 +366,11 @@ SETTINGS: tuple[Setting, ...] = (
         "http_workers",
         (),
         "0",
-        "http mode: processes that serve the port, each proxying to the one fprocess; 0: one "
-        "per CPU this container may use beyond the first, which the function needs (at most "
-        "8, and one per 128 MiB of a memory limit); "
+        "http and static mode: processes that serve the port, each proxying to the one "
+        "fprocess or serving static_path; 0: one per CPU this container may use (in http mode "
+        "less the one the function needs; at most 8, and one per 128 MiB of a memory limit); "
         "must be 1 (or 0, which then means 1) with max_inflight, whose count lives in one "
-        "process",
+        "process, and in the other modes, whose functions need the CPUs",
         _at_least_zero,
     ),
     Setting(
@@ -584,6 +584,11 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> No
         raise ConfigError(
             f"http_workers: {values['http_workers']} processes cannot share max_inflight's "
             "count; set http_workers=1 (or leave it unset) to use max_inflight"
+        )
+    if values["http_workers"] > 1 and values["mode"] not in ("http", "static"):
+        raise ConfigError(
+            f"http_workers: only http and static mode serve in several processes, not "
+            f"mode={values['mode']}; leave http_workers unset"
         )
     # The URL is checked only in http mode: functions inherit the environment and may well use a
     # variable called upstream_url for their own purposes.

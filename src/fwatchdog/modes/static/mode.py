@@ -59,9 +59,10 @@ CACHE_FILE_MAX = 256 * 1024
 class StaticMode:
     """Serves `static_path`; needs no function process."""
 
-    def __init__(self, config: Config, log: Log) -> None:
+    def __init__(self, config: Config, log: Log, worker: bool = False) -> None:
         self._config = config
         self._log = log
+        self._worker = worker  # one of http_workers' processes: the primary says what it serves
         self._root: StaticRoot | None = None
         self._cache = FileCache()
 
@@ -70,7 +71,8 @@ class StaticMode:
             self._root = StaticRoot(self._config.static_path, self._config.static_dotfiles)
         except StaticRootError as error:
             raise StartupError(str(error)) from None
-        self._log.info(f"Serving files at: {os.fsdecode(self._root.real)}")
+        if not self._worker:
+            self._log.info(f"Serving files at: {os.fsdecode(self._root.real)}")
         self._cache.watch(self._root.real)
 
     async def stop(self) -> None:
