@@ -5,7 +5,9 @@ measured is the proxy), and in the same run sends wrk straight at that nginx, as
 `http-nginx-varied` is the same with a Cookie that differs on every request: no two requests
 are the same bytes, so nothing is answered from what an earlier request taught the proxy.
 `http-gateway` is shaped like the OpenFaaS gateway's calls: each request has a fresh
-`X-Call-Id` (a uuid) and `X-Start-Time`, and an `X-Forwarded-For`, as real traffic does.
+`X-Call-Id` (a uuid) and `X-Start-Time`, and an `X-Forwarded-For`, as real traffic does; in
+the same run the same load goes through nginx itself as the proxy (keep-alive upstream, one
+worker), the ceiling for any proxy where wrk, the proxy and the upstream share the cores.
 `http-gateway-traced` is `http-gateway` with OpenTelemetry tracing on at 100% sampling,
 exporting to an OTLP/HTTP sink on loopback (the Go of-watchdog has no tracing: its figure is
 untraced, which is what the tracing issue compares with).
@@ -16,6 +18,9 @@ Both watchdogs start the upstream themselves through `fprocess` with `mode=http`
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -31,6 +36,7 @@ from benchmarks.wrk import WrkResult, run_wrk
 
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
 NGINX = UPSTREAMS / "nginx_fixed_200.sh"
+NGINX_PROXY = UPSTREAMS / "nginx_proxy.sh"
 PYTHON_SERVER = UPSTREAMS / "python_fixed_200.py"
 UPSTREAM_READY_TIMEOUT = 15.0
 
@@ -104,12 +110,40 @@ def proxy_to_nginx_varied(binary: WatchdogBinary, options: Options) -> dict[str,
 
 
 def proxy_to_nginx_gateway_shaped(binary: WatchdogBinary, options: Options) -> dict[str, float]:
-    """wrk through the watchdog to nginx, each request stamped as the OpenFaaS gateway does."""
-    with running(binary, _settings(str(NGINX))) as watchdog:
+    """wrk through the watchdog to nginx, each request stamped as the OpenFaaS gateway does;
+    then the same through nginx as the proxy, the ceiling of any proxy on this machine."""
+    settings = _settings(str(NGINX))
+    with running(binary, settings) as watchdog:
         _wait_for_upstream(watchdog)
         result = run_wrk(watchdog.port, options.duration, options.connections, gateway=True)
         watchdog.check_alive()
-    return _checked(result, "through the watchdog")
+        with _nginx_proxy(int(settings["UPSTREAM_PORT"])) as proxy_port:
+            ceiling = run_wrk(proxy_port, options.duration, options.connections, gateway=True)
+    return {
+        **_checked(result, "through the watchdog"),
+        "nginx_proxy_rps": _checked(ceiling, "through nginx as the proxy")["rps"],
+    }
+
+
+@contextmanager
+def _nginx_proxy(upstream_port: int) -> Iterator[int]:
+    """nginx as a reverse proxy to `upstream_port`; yields the port it listens on."""
+    port = free_port()
+    environ = {**os.environ, "PROXY_PORT": str(port), "UPSTREAM_PORT": str(upstream_port)}
+    proxy = subprocess.Popen([str(NGINX_PROXY)], env=environ, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + UPSTREAM_READY_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                if simple_request(port, "POST", "/", b"x", timeout=2.0).status == 200:
+                    break
+            if proxy.poll() is not None or time.monotonic() > deadline:
+                raise ScenarioError("nginx as a proxy did not start")
+            time.sleep(0.01)
+        yield port
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
 
 
 @contextmanager
@@ -198,6 +232,7 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("rps", f"http mode to nginx, gateway-shaped calls, req/s ({load})", True),
                 Metric("p50_ms", "  p50 latency, ms", False, 2),
                 Metric("p99_ms", "  p99 latency, ms", False, 2),
+                Metric("nginx_proxy_rps", "  ceiling: nginx itself as the proxy, req/s", True),
             ),
             proxy_to_nginx_gateway_shaped,
             needs_wrk=True,
