@@ -35,8 +35,7 @@ from benchmarks.scenarios import Metric, Options, Scenario, ScenarioError
 from benchmarks.wrk import WrkResult, run_wrk
 
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
-NGINX = UPSTREAMS / "nginx_fixed_200.sh"
-NGINX_PROXY = UPSTREAMS / "nginx_proxy.sh"
+NGINX = UPSTREAMS / "nginx.sh"
 PYTHON_SERVER = UPSTREAMS / "python_fixed_200.py"
 UPSTREAM_READY_TIMEOUT = 15.0
 
@@ -130,7 +129,7 @@ def _nginx_proxy(upstream_port: int) -> Iterator[int]:
     """nginx as a reverse proxy to `upstream_port`; yields the port it listens on."""
     port = free_port()
     environ = {**os.environ, "PROXY_PORT": str(port), "UPSTREAM_PORT": str(upstream_port)}
-    proxy = subprocess.Popen([str(NGINX_PROXY)], env=environ, stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen([str(NGINX), "proxy"], env=environ, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + UPSTREAM_READY_TIMEOUT
         while True:
