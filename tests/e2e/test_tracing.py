@@ -401,8 +401,10 @@ def test_the_start_fails_clearly_without_the_sdk(watchdog_factory: Factory, tmp_
         ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER=console"),
         (
             {"OTEL_BSP_MAX_QUEUE_SIZE": "64"},
-            "settings (OTEL_*): max_export_batch_size",
-        ),  # batch 512 > queue 64
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512: a batch cannot be larger than "
+            "OTEL_BSP_MAX_QUEUE_SIZE=64",
+        ),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY=soon: a whole number"),
     ],
 )
 def test_settings_the_exporter_cannot_honour_stop_the_start(

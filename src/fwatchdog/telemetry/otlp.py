@@ -4,10 +4,10 @@ Why not the SDK's span objects: making and encoding one cost more than twice wha
 request costs untraced (measured in the commit that made this module). The watchdog's span
 always has the same shape (one SERVER span, a dozen attributes), so it is kept as a
 `SpanRecord` and written out with the protobuf wire format by hand, what every span shares
-encoded once. The SDK still does the rest: its
-`BatchSpanProcessor` queues and batches the records (`OTEL_BSP_*` as it defines them), its
-`Resource` reads `OTEL_RESOURCE_ATTRIBUTES`/`OTEL_SERVICE_NAME`, and its OTLP/HTTP exporter's
-client posts the bytes (`OTEL_EXPORTER_OTLP_*`: endpoint, headers, TLS, compression, retries).
+encoded once. span_batches.py queues and batches the records (`OTEL_BSP_*`); the SDK does the
+rest: its `Resource` reads `OTEL_RESOURCE_ATTRIBUTES`/`OTEL_SERVICE_NAME`, and its OTLP/HTTP
+exporter's client posts the bytes (`OTEL_EXPORTER_OTLP_*`: endpoint, headers, TLS,
+compression, retries).
 
 Wire format: opentelemetry-proto's `trace/v1/trace.proto` and `collector/trace/v1`; the
 tests decode what arrives with opentelemetry-proto itself.
@@ -23,20 +23,6 @@ SERVER_KIND = 2  # Span.SpanKind.SPAN_KIND_SERVER
 STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
 FLAGS_HAS_IS_REMOTE = 0x100
 FLAGS_IS_REMOTE = 0x200
-
-
-class _Sampled:
-    """What BatchSpanProcessor asks of a span before it queues it: `context.trace_flags.sampled`
-    (only sampled records are handed to it)."""
-
-    sampled = True
-
-    @property
-    def trace_flags(self) -> _Sampled:
-        return self
-
-
-_SAMPLED = _Sampled()
 
 
 class SpanRecord:
@@ -57,7 +43,6 @@ class SpanRecord:
         "trace_id",
         "trace_state",
     )
-    context = _SAMPLED  # read by BatchSpanProcessor.on_end
 
     def __init__(
         self,
@@ -230,22 +215,3 @@ _ROOT_FLAGS = b"\x85\x01" + struct.pack("<I", FLAGS_HAS_IS_REMOTE)
 _CHILD_FLAGS = b"\x85\x01" + struct.pack("<I", FLAGS_HAS_IS_REMOTE | FLAGS_IS_REMOTE)
 _url_path = _string_attribute("url.path")
 _invocation_id = _string_attribute("faas.invocation_id")
-
-
-class EncodedExport:
-    """The exporter BatchSpanProcessor hands its batches of SpanRecords to: encodes each batch
-    and gives the bytes to `send` (the OTLP/HTTP exporter's client), on the SDK's export
-    thread, never on the event loop."""
-
-    def __init__(
-        self, encoder: SpanEncoder, send: Callable[[bytes], object], stop: Callable[[], object]
-    ) -> None:
-        self._encoder = encoder
-        self._send = send
-        self._stop = stop
-
-    def export(self, records: Sequence[SpanRecord]) -> None:
-        self._send(self._encoder.encode(records))  # failures: the client logs them
-
-    def shutdown(self) -> None:
-        self._stop()

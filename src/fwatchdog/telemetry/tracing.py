@@ -2,9 +2,10 @@
 
 Off unless OpenTelemetry's own environment variables ask for it (`configured`): then the
 OpenTelemetry SDK and its OTLP/HTTP exporter (the `otel` extra) are imported, and they read
-the rest of their settings (`OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`,
-`OTEL_RESOURCE_ATTRIBUTES`, ...) as the SDK defines them; `OTEL_TRACES_SAMPLER`(`_ARG`) is
-decided here as the SDK decides it, for the samplers it names (others are refused at start).
+the rest of their settings (`OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_RESOURCE_ATTRIBUTES`, ...) as
+the SDK defines them; `OTEL_BSP_*` are read by span_batches.py as the SDK reads them;
+`OTEL_TRACES_SAMPLER`(`_ARG`) is decided here as the SDK decides it, for the samplers it names
+(others are refused at start).
 Off, this module imports nothing beyond the standard library and the router pays one
 `is None` check per request. Spans are recorded and encoded by `otlp.py`, not as SDK spans.
 
@@ -12,9 +13,9 @@ The span joins a W3C `traceparent`/`tracestate` the request carries (else a new 
 subject to the sampler), and the request's own `traceparent`/`tracestate` are replaced by
 ones naming the watchdog's span, so that whatever the mode hands the request to (http mode's
 upstream, afterburn's process, a forked process's `Http_Traceparent` and `TRACEPARENT`)
-continues the trace under it. Spans are encoded and exported in batches by the SDK's own
-thread, never on the request path; a collector that is down costs the SDK's bounded queue and
-a log line.
+continues the trace under it. Spans are encoded and exported in batches on a thread of
+their own (span_batches.py), never on the request path; a collector that is down costs a
+bounded queue and a log line.
 
 Naming: the watchdog knows no route template (the function routes as it likes), so the span
 is named `<METHOD>` as the HTTP semantic conventions ask when there is none, and carries no
@@ -29,7 +30,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from fwatchdog.settings.config import Config
     from fwatchdog.telemetry.logs import Log
     from fwatchdog.telemetry.otlp import SpanRecord
+    from fwatchdog.telemetry.span_batches import SpanBatches
 
 # At SIGTERM, how long queued spans get to reach the collector (inside the drain's budget).
 FLUSH_SECONDS = 3.0
@@ -73,7 +74,7 @@ def from_environment(config: Config, log: Log) -> Tracing | None:
 
 class Tracing:
     """Opens and closes the span of each function request: a SpanRecord kept on the request
-    while it is answered, handed to the SDK's batch processor when it ends."""
+    while it is answered, queued for export (span_batches.py) when it ends."""
 
     def __init__(self, config: Config, log: Log) -> None:
         _check_settings()
@@ -81,9 +82,9 @@ class Tracing:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            from fwatchdog.telemetry.otlp import EncodedExport, SpanEncoder, SpanRecord
+            from fwatchdog.telemetry.otlp import SpanEncoder, SpanRecord
+            from fwatchdog.telemetry.span_batches import BatchSettings, SpanBatches
         except ImportError as error:
             raise StartupError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT is set (tracing on) but the OpenTelemetry SDK is "
@@ -117,12 +118,12 @@ class Tracing:
         # Every attribute costs to encode: the required and the FaaS ones only.
         common = {"faas.trigger": "http", "server.port": config.port, "url.scheme": "http"}
         encoder = SpanEncoder(dict(resource.attributes), "fwatchdog", common)
-        try:  # the SDK reads OTEL_BSP_* itself
-            self._processor = BatchSpanProcessor(
-                EncodedExport(encoder, send, exporter.shutdown)  # type: ignore[arg-type]
-            )
-        except ValueError as error:  # OTEL_BSP_* values that do not fit together
-            raise StartupError(f"OpenTelemetry settings (OTEL_*): {error}") from None
+        self._batches: SpanBatches[SpanRecord] = SpanBatches(
+            BatchSettings.from_environment(os.environ),
+            lambda records: send(encoder.encode(records)),  # failures: the client logs them
+            logging.getLogger("opentelemetry.fwatchdog").warning,
+        )
+        self._stop_exporter = exporter.shutdown
         self._span_record = SpanRecord
         self._coldstart = True
         self._log_ids = log.json_format
@@ -172,18 +173,16 @@ class Tracing:
             record.end_ns = time.time_ns()
             record.status = status
             record.refused = refused
-            self._processor.on_end(record)  # type: ignore[arg-type]  # it asks only .context
+            self._batches.add(record)
         if not self._log_ids:
             return None
         return f"{record.trace_id:032x}", f"{record.span_id:016x}"
 
     def shutdown(self) -> None:
-        """Send the spans still queued (at most FLUSH_SECONDS), then stop the export thread."""
-        # The SDK's shutdown waits up to 30 s for a collector that is down; a daemon thread
-        # lets it try while we wait only FLUSH_SECONDS (its thread dies with the process).
-        stopping = threading.Thread(target=self._processor.shutdown, daemon=True)
-        stopping.start()
-        stopping.join(FLUSH_SECONDS)
+        """Send the spans still queued (at most FLUSH_SECONDS), then stop the exporter (which
+        ends the retries of an export still trying)."""
+        self._batches.shutdown(FLUSH_SECONDS)
+        self._stop_exporter()
 
 
 _TRACEPARENT = re.compile(
@@ -313,7 +312,3 @@ def _pass_complaints_to(log: Log) -> None:
     logger = logging.getLogger("opentelemetry")
     logger.handlers[:] = [_Complaints(log, loop)]
     logger.propagate = False
-    # The batch processor warns once per span it drops from a full queue (a collector down):
-    # a log record made per request for a line we print once a minute. The exporter's own
-    # error says the collector is down.
-    logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
