@@ -134,7 +134,9 @@ class FileCache:
         self._max_entries = max_entries
         self._root = b""
         self._inotify: _Inotify | None = None
-        self._pending: select.poll | None = None  # polls the inotify descriptor for events
+        # Asked, on every hit, whether inotify has an event the loop has not read yet: an epoll
+        # of its own costs less per call than poll(2).
+        self._pending: select.epoll | None = None
         self._watched: set[bytes] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick = 0
@@ -153,8 +155,8 @@ class FileCache:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(inotify.fd, self._on_change)
         self._inotify = inotify
-        self._pending = select.poll()
-        self._pending.register(inotify.fd, select.POLLIN)
+        self._pending = select.epoll()
+        self._pending.register(inotify.fd, select.EPOLLIN)
         self._root = root.rstrip(b"/") or b"/"
         self._watched = {self._root}
         return True
@@ -163,7 +165,9 @@ class FileCache:
         """Stop watching; entries are checked with stat on every use from now on."""
         self._tick += 1  # what inotify vouched for is vouched for no longer
         inotify, self._inotify = self._inotify, None
-        self._pending = None
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
         if inotify is not None and self._loop is not None:
             self._loop.remove_reader(inotify.fd)
             inotify.close()
