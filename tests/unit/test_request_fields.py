@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httptools
 
-from fwatchdog.http.request import Request, RequestBody
+from fwatchdog.http.request import FieldNames, Request, RequestBody
 
 FIELDS = [(b"Host", b"fn:8080"), (b"X-Call-Id", b"c-1"), (b"Content-Length", b"5")]
 RAW = b"POST /x HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in FIELDS) + b"\r\nhello"
@@ -67,7 +67,7 @@ def test_a_replaced_field_gives_up_the_bytes_only_when_one_was_taken_out() -> No
 
 
 def test_headers_named_finds_the_first_of_each_in_any_case() -> None:
-    wanted = {b"x-call-id": 0, b"traceparent": 1, b"host": 2}
+    wanted = FieldNames("X-Call-Id", "traceparent", "host")
     for decoded in (False, True):
         made = request(decoded)
         made.add_headers([("x-call-id", "second"), ("HOST", "other")])

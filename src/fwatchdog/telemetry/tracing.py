@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from fwatchdog.http.request import FieldNames
 from fwatchdog.settings.errors import StartupError
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
 
 
 # What the span needs of a request, in one pass over its fields.
-_FIELDS_READ = {b"traceparent": 0, b"tracestate": 1, b"x-call-id": 2}
+_FIELDS_READ = FieldNames("traceparent", "tracestate", "x-call-id")
 
 
 def _new_id(bits: int) -> int:
