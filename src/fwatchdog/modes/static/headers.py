@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from fwatchdog.http.dates import format_http_date
+from fwatchdog.http.request import FieldNames, Request
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 TEXT_HTML = "text/html; charset=utf-8"
@@ -137,7 +138,7 @@ class Validators:
         object.__setattr__(self, "last_modified", format_http_date(self.mtime))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Conditions:
     """The request headers that can change a file's response, raw; absent ones are None."""
 
@@ -159,24 +160,21 @@ class Conditions:
         )
 
 
-_CONDITION_FIELDS = {
-    "if-match": "if_match",
-    "if-none-match": "if_none_match",
-    "if-modified-since": "if_modified_since",
-    "if-unmodified-since": "if_unmodified_since",
-    "range": "range",
-    "if-range": "if_range",
-}
+NO_CONDITIONS = Conditions()
+
+# In the order of Conditions' fields.
+_CONDITION_FIELDS = FieldNames(
+    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "range", "if-range"
+)
 
 
-def conditions_of(headers: list[tuple[str, str]]) -> Conditions:
-    """The conditional and range headers of a request (the first of each)."""
-    conditions = Conditions()
-    for name, value in headers:
-        attribute = _CONDITION_FIELDS.get(name.lower())
-        if attribute is not None and getattr(conditions, attribute) is None:
-            setattr(conditions, attribute, value.strip())
-    return conditions
+def conditions_of(request: Request) -> Conditions:
+    """The conditional and range headers of a request (the first of each), read from its
+    fields in one pass without decoding the others (NO_CONDITIONS when it has none)."""
+    values = request.headers_named(_CONDITION_FIELDS)
+    if values.count(None) == len(values):
+        return NO_CONDITIONS
+    return Conditions(*[None if value is None else value.strip() for value in values])
 
 
 _ENTITY_TAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')

@@ -165,7 +165,7 @@ class StaticMode:
         root = self._root
         assert root is not None
         validators = Validators(0, directory.stat.st_mtime_ns)
-        conditions = conditions_of(request.headers)
+        conditions = conditions_of(request)
         if conditions.if_modified_since is not None and conditions.if_none_match is None:
             # Only If-Modified-Since applies: a listing has no ETag and ignores Range.
             only_since = Conditions(if_modified_since=conditions.if_modified_since)
@@ -180,13 +180,11 @@ class StaticMode:
         )
 
     def _send_cached(self, request: Request, response: Response, cached: CachedFile) -> None:
-        headers = request.headers
-        if headers and _may_condition(headers):
-            conditions = conditions_of(headers)
-            if conditions.any:
-                outcome = _Outcome.decide(conditions, cached.facts)
-                outcome.send_from_memory(response, cached.body)
-                return
+        conditions = conditions_of(request)
+        if conditions.any:
+            outcome = _Outcome.decide(conditions, cached.facts)
+            outcome.send_from_memory(response, cached.body)
+            return
         response.send_prepared(200, cached.head_200, cached.body)
 
     async def _send_file(
@@ -218,19 +216,10 @@ class StaticMode:
                 self._cache.put(raw_path, entry)
             self._send_cached(request, response, entry)
             return
-        outcome = _Outcome.decide(conditions_of(request.headers), facts)
+        outcome = _Outcome.decide(conditions_of(request), facts)
         if request.method == "HEAD":
             outcome.send_body = False
         await outcome.send_from_file(response, opened.fd)
-
-
-def _may_condition(headers: list[tuple[str, str]]) -> bool:
-    """A quick look for If-* or Range headers before parsing them."""
-    for name, _ in headers:
-        first = name[0]
-        if first in "iIrR":
-            return True
-    return False
 
 
 @dataclass(slots=True)
