@@ -267,10 +267,10 @@ def _start(
     try:
         return start(path, program.argv, env, actions)
     except FileNotFoundError:
-        path = program.path(refresh=True)  # moved or installed since we looked
-        if path is None:
+        found = program.path(refresh=True)  # moved or installed since we looked
+        if found is None:
             raise
-        return start(path, program.argv, env, actions)
+        return start(found, program.argv, env, actions)
 
 
 def _posix_spawn(

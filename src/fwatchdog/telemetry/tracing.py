@@ -31,7 +31,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from fwatchdog.http.request import FieldNames
@@ -124,7 +124,7 @@ class Tracing:
             lambda records: send(encoder.encode(records)),  # failures: the client logs them
             logging.getLogger("opentelemetry.fwatchdog").warning,
         )
-        self._stop_exporter = exporter.shutdown
+        self._stop_exporter: Callable[[], object] = exporter.shutdown
         self._span_record = SpanRecord
         self._coldstart = True
         self._log_ids = log.json_format
