@@ -20,6 +20,7 @@ run: setup
 ## Set up and run the whole test suite (what CI runs).
 test: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy --strict src
 	$(BIN)/python -m pytest -q
 
 ## Build the Dockerfile's image and the templates with podman (installed if missing; root,
@@ -31,7 +32,7 @@ test-container: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/pip install --quiet mypy && $(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src
 
 ## Every scenario; set REFERENCE_WATCHDOG=/path/to/of-watchdog to compare in the same run.
 bench: setup
