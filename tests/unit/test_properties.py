@@ -11,6 +11,7 @@ import os
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fwatchdog.http.headers import split_target
 from fwatchdog.http.request import Request
 from fwatchdog.modes.forking.cgi_env import EnvironmentBuilder
 from fwatchdog.modes.static.paths import StaticRoot, parse_url_path, raw_path_of
@@ -87,6 +88,18 @@ def test_static_paths_never_leave_the_root(target: str, dotfiles: bool) -> None:
     path = os.path.normpath(root.path_of(url.segments))
     assert path == root.real or path.startswith(root.real + b"/")
     assert not url.location(True, "").startswith("//")
+
+
+@settings(max_examples=500)
+@given(st.lists(PIECES, max_size=12).map("".join), st.sampled_from(["/", "http://fn/", ""]))
+@example("a%zz", "/")
+@example("a?b#c", "/")
+def test_a_target_that_is_its_own_decoded_path_is_its_own_raw_path(tail: str, start: str) -> None:
+    """Static mode keys its cache on the target itself when split_target's decoded path is
+    the same string (mode._raw_path, sparing a second parse): raw_path_of must agree."""
+    target = start + tail
+    if split_target(target)[0] == target:
+        assert raw_path_of(target) == target
 
 
 def _make_static_root() -> StaticRoot:

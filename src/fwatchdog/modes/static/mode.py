@@ -82,7 +82,7 @@ class StaticMode:
         """A hot file straight from the cache; anything else goes through `handle`."""
         if request.method not in ALLOWED_METHODS:
             return False
-        cached = self._cache.get(raw_path_of(request.target))
+        cached = self._cache.get(_raw_path(request))
         if cached is None:
             return False
         self._send_cached(request, response, cached)
@@ -95,7 +95,7 @@ class StaticMode:
         if method not in ALLOWED_METHODS:
             response.send(405, b"Method Not Allowed\n", [*TEXT_PLAIN, ("Allow", "GET, HEAD")])
             return
-        raw_path = raw_path_of(request.target)
+        raw_path = _raw_path(request)
         cached = self._cache.get(raw_path)
         if cached is not None:
             self._send_cached(request, response, cached)
@@ -220,6 +220,13 @@ class StaticMode:
         if request.method == "HEAD":
             outcome.send_body = False
         await outcome.send_from_file(response, opened.fd)
+
+
+def _raw_path(request: Request) -> str:
+    """The request's still-encoded path (the cache's key): its target itself when the
+    decoded path is the same string, so nothing was cut off or decoded, else parsed again."""
+    target = request.target
+    return target if request.path == target else raw_path_of(target)
 
 
 @dataclass(slots=True)
