@@ -64,6 +64,7 @@ class Router:
         metrics.count_in_flight(lambda: self.in_flight)
         self._write_deadlines: Deadlines | None = None  # made on the loop, at first use
         self._mode_answer_now = answer_now_of(mode)
+        self.passes_raw_requests: bool = getattr(mode, "passes_raw_requests", False)
         self._auth: Authenticator | None = None
         if config.jwt_auth:
             from fwatchdog.auth import Authenticator  # its JOSE library only when asked for

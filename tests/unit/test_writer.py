@@ -13,6 +13,8 @@ from fwatchdog.http.response import Response
 
 
 class _UnusedHandler:
+    passes_raw_requests = False
+
     def serve(self, request: Request, response: Response) -> None:
         raise AssertionError("no request is sent in these tests")
 

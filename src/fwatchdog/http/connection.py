@@ -67,6 +67,10 @@ _NOTED_NAME_SIZES = frozenset(
 class Handler(Protocol):
     """What answers requests (the router; the metrics endpoint)."""
 
+    # Whether it may pass a request on as the bytes it came as (Request.raw): only then are
+    # they kept and checked, which costs every request a little.
+    passes_raw_requests: bool
+
     def serve(self, request: Request, response: Response) -> Awaitable[None] | None:
         """Answer `request`: None once it is answered, or once callbacks will finish the
         answer (`response.when_done` tells when); otherwise an awaitable that answers it,
@@ -135,6 +139,7 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
         self, handler: Handler, limits: Limits, state: ServerState, on_error: OnError
     ) -> None:
         self._serve = handler.serve
+        self._keep_raw = handler.passes_raw_requests
         self._limits = limits
         self._server = state
         self._on_error = on_error
@@ -206,7 +211,7 @@ class HttpConnection(WritesThrough, asyncio.Protocol):
             if self._raw_head_bytes > self._limits.max_header_bytes + RAW_HEAD_SLACK:
                 self._reject(431, "request headers larger than 1 MiB")
                 return
-            if reading == st.BETWEEN:
+            if reading == st.BETWEEN and self._keep_raw:
                 self._read = data  # a message that begins now begins with this read
         try:
             self._parser.feed_data(data)

@@ -39,6 +39,8 @@ class _Series:
 class Metrics:
     """The three series Go exposes: requests_total, request_duration_seconds, in_flight."""
 
+    passes_raw_requests = False  # as a Handler: a scrape has nothing to pass on
+
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], _Series] = {}
         # The same series by the request's own method and status: no formatting per request.

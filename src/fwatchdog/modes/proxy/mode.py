@@ -81,6 +81,8 @@ class HttpMode:
     `stop()` has begun.
     """
 
+    passes_raw_requests = True  # Request.raw: a request goes upstream as it came
+
     def __init__(self, config: Config, log: Log, primary: PrimaryLink | None = None) -> None:
         self._config = config
         self._log = log
