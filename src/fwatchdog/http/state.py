@@ -8,6 +8,8 @@ raises, so that tests find it rather than a client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # reading: what the client's bytes are at this moment
 BETWEEN = "between"  # no request begun since the last one ended
 HEAD = "head"  # a request head is arriving
@@ -42,6 +44,21 @@ class StateError(RuntimeError):
     """A transition the table does not allow: a bug in the watchdog."""
 
 
+def _reading_event(event: str) -> Callable[[ConnectionState], None]:
+    """The method for one event of the client's side, its row of the table bound in."""
+    moves = _READING[event]
+
+    def move(state: ConnectionState) -> None:
+        reading = state.reading
+        if reading in moves:
+            state.reading = moves[reading]
+        elif reading != CLOSED:  # events after the end change nothing
+            raise StateError(f"reading: {event} while {reading}")
+
+    move.__name__ = move.__qualname__ = event
+    return move
+
+
 class ConnectionState:
     """Where one connection stands; changed only through the methods below."""
 
@@ -51,32 +68,13 @@ class ConnectionState:
         self.reading = BETWEEN
         self.answering = IDLE
 
-    def _read(self, event: str) -> None:
-        reading = self.reading
-        moves = _READING[event]
-        if reading in moves:
-            self.reading = moves[reading]
-        elif reading != CLOSED:  # events after the end change nothing
-            raise StateError(f"reading: {event} while {reading}")
-
     # the client's side
-    def begin_request(self) -> None:
-        self._read("begin")
-
-    def head_complete(self) -> None:
-        self._read("headers")
-
-    def request_complete(self) -> None:
-        self._read("complete")
-
-    def upgrade_requested(self) -> None:
-        self._read("upgrade")
-
-    def switch_protocols(self) -> None:
-        self._read("switch")
-
-    def linger(self) -> None:
-        self._read("linger")
+    begin_request = _reading_event("begin")
+    head_complete = _reading_event("headers")
+    request_complete = _reading_event("complete")
+    upgrade_requested = _reading_event("upgrade")
+    switch_protocols = _reading_event("switch")
+    linger = _reading_event("linger")
 
     def close(self) -> None:
         self.reading = CLOSED
