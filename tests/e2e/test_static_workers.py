@@ -9,7 +9,6 @@ hold them.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -25,6 +24,8 @@ from conftest import (
     read_until,
     wait_until,
 )
+
+from fwatchdog.runtime.workers import auto_worker_count, cgroup_memory_limit, cpus_available
 
 Factory = Callable[..., Watchdog]
 CONNECTIONS = 12
@@ -65,7 +66,9 @@ def test_static_mode_serves_in_one_process_per_cpu_by_default(
     watchdog_factory: Factory, tmp_path: Path
 ) -> None:
     watchdog = static_watchdog(watchdog_factory, site(tmp_path))
-    expected = min(len(os.sched_getaffinity(0)), 8)
+    # What this machine allows: CPUs by affinity and cgroup quota, at most 8, one per 128 MiB
+    # of a memory limit (tests/unit/test_workers.py checks that rule on its own).
+    expected = auto_worker_count(cpus_available(), cgroup_memory_limit())
     processes = [watchdog.process.pid, *children_of(watchdog.process.pid)]
     assert len(processes) == expected
     assert len(listening_on(processes, watchdog.port)) == expected
