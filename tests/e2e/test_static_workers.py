@@ -25,7 +25,12 @@ from conftest import (
     wait_until,
 )
 
-from fwatchdog.runtime.workers import auto_worker_count, cgroup_memory_limit, cpus_available
+from fwatchdog.runtime.workers import (
+    CGROUP_ROOT,
+    auto_worker_count,
+    cgroup_memory_limit,
+    cpus_available,
+)
 
 Factory = Callable[..., Watchdog]
 CONNECTIONS = 12
@@ -68,7 +73,7 @@ def test_static_mode_serves_in_one_process_per_cpu_by_default(
     watchdog = static_watchdog(watchdog_factory, site(tmp_path))
     # What this machine allows: CPUs by affinity and cgroup quota, at most 8, one per 128 MiB
     # of a memory limit (tests/unit/test_workers.py checks that rule on its own).
-    expected = auto_worker_count(cpus_available(), cgroup_memory_limit())
+    expected = auto_worker_count(cpus_available(), cgroup_memory_limit(CGROUP_ROOT))
     processes = [watchdog.process.pid, *children_of(watchdog.process.pid)]
     assert len(processes) == expected
     assert len(listening_on(processes, watchdog.port)) == expected
