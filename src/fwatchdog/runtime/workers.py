@@ -38,7 +38,7 @@ import time
 from typing import Any
 
 from fwatchdog.process.spawn import FunctionProcess, describe_exit
-from fwatchdog.settings.config import Config
+from fwatchdog.settings.config import MULTI_PROCESS_MODES, Config
 from fwatchdog.telemetry.logs import Log
 
 # The environment variable that makes `python -m fwatchdog` a worker: its control socket's fd.
@@ -63,7 +63,7 @@ def worker_count(config: Config, cgroup_root: str = CGROUP_ROOT) -> int:
     CPU the container may use, less the one http mode's own server needs, fewer under a
     small memory limit; 1 in the forking modes and afterburn, whose functions need the CPUs.
     """
-    if config.mode not in ("http", "static"):
+    if config.mode not in MULTI_PROCESS_MODES:
         return 1
     if config.http_workers:
         return config.http_workers

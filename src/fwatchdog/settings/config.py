@@ -15,6 +15,9 @@ from typing import Any
 from fwatchdog.settings.durations import parse_duration
 
 MODES = ("streaming", "serializing", "afterburn", "http", "static")
+# The modes that may serve the port in several processes (http_workers); the others' functions
+# need the CPUs.
+MULTI_PROCESS_MODES = ("http", "static")
 
 
 class ConfigError(Exception):
@@ -585,7 +588,7 @@ def _check_together(values: Mapping[str, Any], environ: Mapping[str, str]) -> No
             f"http_workers: {values['http_workers']} processes cannot share max_inflight's "
             "count; set http_workers=1 (or leave it unset) to use max_inflight"
         )
-    if values["http_workers"] > 1 and values["mode"] not in ("http", "static"):
+    if values["http_workers"] > 1 and values["mode"] not in MULTI_PROCESS_MODES:
         raise ConfigError(
             f"http_workers: only http and static mode serve in several processes, not "
             f"mode={values['mode']}; leave http_workers unset"
