@@ -7,7 +7,9 @@ are the same bytes, so nothing is answered from what an earlier request taught t
 `http-gateway` is shaped like the OpenFaaS gateway's calls: each request has a fresh
 `X-Call-Id` (a uuid) and `X-Start-Time`, and an `X-Forwarded-For`, as real traffic does; in
 the same run the same load goes through nginx itself as the proxy (keep-alive upstream, one
-worker), the ceiling for any proxy where wrk, the proxy and the upstream share the cores.
+worker), the ceiling for any proxy where wrk, the proxy and the upstream share the cores, and
+through `upstreams/forwarder.py`, a Python byte forwarder on uvloop that parses nothing, the
+ceiling for any proxy written in Python.
 `http-gateway-traced` is `http-gateway` with OpenTelemetry tracing on at 100% sampling,
 exporting to an OTLP/HTTP sink on loopback (the Go of-watchdog has no tracing: its figure is
 untraced, which is what the tracing issue compares with).
@@ -110,26 +112,36 @@ def proxy_to_nginx_varied(binary: WatchdogBinary, options: Options) -> dict[str,
 
 def proxy_to_nginx_gateway_shaped(binary: WatchdogBinary, options: Options) -> dict[str, float]:
     """wrk through the watchdog to nginx, each request stamped as the OpenFaaS gateway does;
-    then the same through nginx as the proxy, the ceiling of any proxy on this machine."""
+    then the same through two ceilings: nginx as the proxy (any proxy on this machine) and a
+    Python byte forwarder (any proxy written in Python on uvloop)."""
     settings = _settings(str(NGINX))
+    upstream_port = int(settings["UPSTREAM_PORT"])
     with running(binary, settings) as watchdog:
         _wait_for_upstream(watchdog)
         result = run_wrk(watchdog.port, options.duration, options.connections, gateway=True)
         watchdog.check_alive()
-        with _nginx_proxy(int(settings["UPSTREAM_PORT"])) as proxy_port:
-            ceiling = run_wrk(proxy_port, options.duration, options.connections, gateway=True)
-    return {
-        **_checked(result, "through the watchdog"),
-        "nginx_proxy_rps": _checked(ceiling, "through nginx as the proxy")["rps"],
-    }
+        ceilings = {}
+        for name, command in CEILING_PROXIES.items():
+            with _ceiling_proxy(command, upstream_port) as proxy_port:
+                ceiling = run_wrk(proxy_port, options.duration, options.connections, gateway=True)
+            ceilings[f"{name}_rps"] = _checked(ceiling, f"through {name}")["rps"]
+    return {**_checked(result, "through the watchdog"), **ceilings}
+
+
+# Proxies measured under the same load as the watchdog, as ceilings: listening on
+# $PROXY_PORT, forwarding to $UPSTREAM_PORT.
+CEILING_PROXIES = {
+    "nginx_proxy": [str(NGINX), "proxy"],
+    "python_forwarder": [sys.executable, str(UPSTREAMS / "forwarder.py")],
+}
 
 
 @contextmanager
-def _nginx_proxy(upstream_port: int) -> Iterator[int]:
-    """nginx as a reverse proxy to `upstream_port`; yields the port it listens on."""
+def _ceiling_proxy(command: list[str], upstream_port: int) -> Iterator[int]:
+    """`command` run as a proxy to `upstream_port`; yields the port it listens on."""
     port = free_port()
     environ = {**os.environ, "PROXY_PORT": str(port), "UPSTREAM_PORT": str(upstream_port)}
-    proxy = subprocess.Popen([str(NGINX), "proxy"], env=environ, stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen(command, env=environ, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + UPSTREAM_READY_TIMEOUT
         while True:
@@ -137,7 +149,7 @@ def _nginx_proxy(upstream_port: int) -> Iterator[int]:
                 if simple_request(port, "POST", "/", b"x", timeout=2.0).status == 200:
                     break
             if proxy.poll() is not None or time.monotonic() > deadline:
-                raise ScenarioError("nginx as a proxy did not start")
+                raise ScenarioError(f"{command[-1]} as a proxy did not start")
             time.sleep(0.01)
         yield port
     finally:
@@ -232,6 +244,11 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 Metric("p50_ms", "  p50 latency, ms", False, 2),
                 Metric("p99_ms", "  p99 latency, ms", False, 2),
                 Metric("nginx_proxy_rps", "  ceiling: nginx itself as the proxy, req/s", True),
+                Metric(
+                    "python_forwarder_rps",
+                    "  ceiling: a Python byte forwarder (no HTTP parsed), req/s",
+                    True,
+                ),
             ),
             proxy_to_nginx_gateway_shaped,
             needs_wrk=True,
