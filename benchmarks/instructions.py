@@ -12,6 +12,8 @@ Lanes:
   X-Call-Id and X-Start-Time as the OpenFaaS gateway sends them, nginx's answer relayed back;
 - `http-gateway-traced`: the same with tracing on at 100% (the serving thread only: the
   export thread is kept idle), and `span-encoding`: encoding one span of a 512-span batch;
+- `http-gateway-traced-caller`: traced, each call carrying the caller's `traceparent` (a
+  traced gateway's), which the watchdog replaces with its own;
 - `static-1k`: a cached 1 KiB file.
 """
 
@@ -30,7 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 WARM_UP = 500
-LANES = ("http-gateway", "http-gateway-traced", "span-encoding", "static-1k")
+LANES = (
+    "http-gateway",
+    "http-gateway-traced",
+    "http-gateway-traced-caller",
+    "span-encoding",
+    "static-1k",
+)
 # Tracing on, every request sampled, nothing exported while the requests are counted.
 TRACED = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
@@ -42,24 +50,28 @@ TRACED = {
 SUMMARY = re.compile(rb"^summary:\s*(\d+)", re.MULTILINE)
 
 
-def gateway_request(number: int) -> bytes:
-    """A call as the OpenFaaS gateway forwards it: fresh X-Call-Id and X-Start-Time."""
+def gateway_request(number: int, traced_caller: bool = False) -> bytes:
+    """A call as the OpenFaaS gateway forwards it: fresh X-Call-Id and X-Start-Time (and,
+    `traced_caller`, the gateway's own span as the traceparent)."""
+    traceparent = b""
+    if traced_caller:
+        traceparent = b"traceparent: 00-%032x-%016x-01\r\n" % (uuid.uuid4().int, number + 1)
     return (
         b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Go-http-client/1.1\r\n"
         b"Content-Length: 100\r\nContent-Type: application/octet-stream\r\n"
-        b"X-Call-Id: %s\r\nX-Forwarded-For: 10.62.0.7\r\n"
+        b"X-Call-Id: %s\r\nX-Forwarded-For: 10.62.0.7\r\n%s"
         b"X-Forwarded-Host: gateway.openfaas:8080\r\nX-Start-Time: %d\r\n"
         b"Accept-Encoding: gzip\r\n\r\n"
-        % (str(uuid.uuid4()).encode(), 1_765_000_000_000_000_000 + number)
+        % (str(uuid.uuid4()).encode(), traceparent, 1_765_000_000_000_000_000 + number)
     ) + b"x" * 100
 
 
-async def _http_gateway(requests: int, made: int) -> None:
+async def _http_gateway(requests: int, made: int, traced_caller: bool = False) -> None:
     from benchmarks import inprocess
     from fwatchdog.telemetry.logs import Log
 
     # As many calls made in both runs, so that making them is not counted.
-    calls = [gateway_request(number) for number in range(WARM_UP + made)]
+    calls = [gateway_request(number, traced_caller) for number in range(WARM_UP + made)]
     with open(os.devnull, "w") as sink:
         log = Log(stream=sink)
         log.attach(asyncio.get_running_loop())
@@ -105,6 +117,9 @@ async def _static_1k(requests: int, made: int) -> None:
 def _child(lane: str, requests: int, made: int) -> None:
     import uvloop
 
+    if lane == "http-gateway-traced-caller":
+        uvloop.run(_http_gateway(requests, made, traced_caller=True))
+        return
     run = {"static-1k": _static_1k, "span-encoding": _span_encoding}.get(lane, _http_gateway)
     uvloop.run(run(requests, made))
 
@@ -112,7 +127,7 @@ def _child(lane: str, requests: int, made: int) -> None:
 def _count(lane: str, requests: int, made: int) -> int:
     """Instructions of one child run of `lane` with `requests` counted requests (of `made`)."""
     environ = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONMALLOC": "malloc"}
-    if lane == "http-gateway-traced":
+    if lane.startswith("http-gateway-traced"):
         environ.update(TRACED)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"

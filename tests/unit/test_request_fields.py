@@ -53,7 +53,7 @@ def test_an_added_field_is_in_the_fields_and_in_the_bytes() -> None:
         assert parsed.body == b"hello"
 
 
-def test_a_replaced_field_gives_up_the_bytes_only_when_one_was_taken_out() -> None:
+def test_a_replaced_field_is_taken_out_of_the_bytes_too() -> None:
     changed = request()
     changed.replace_headers([("X-Auth-Seconds", "12"), ("tracestate", None)])
     assert changed.raw is not None and Parsed(changed.raw).fields == changed.headers
@@ -62,8 +62,55 @@ def test_a_replaced_field_gives_up_the_bytes_only_when_one_was_taken_out() -> No
     for decoded in (False, True):
         changed = request(decoded)
         changed.replace_headers([("x-call-id", "mine")])
-        assert changed.raw is None  # the caller's X-Call-Id is still in those bytes
+        assert changed.raw is not None  # the caller's line is cut out of the bytes
+        assert Parsed(changed.raw).fields == changed.headers
         assert [value for name, value in changed.headers if name.lower() == "x-call-id"] == ["mine"]
+        assert Parsed(changed.raw).body == b"hello"
+
+
+def test_every_line_of_a_replaced_field_goes_whatever_its_case() -> None:
+    fields = [
+        (b"TraceParent", b"00-caller-1"),
+        (b"Host", b"fn"),
+        (b"traceparent", b"00-caller-2"),
+        (b"x-traceparent-note", b"kept"),
+        (b"Content-Length", b"5"),
+    ]
+    raw = b"POST /x HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in fields)
+    made = Request(
+        "POST",
+        "/x",
+        "/x",
+        "",
+        None,
+        "1.1",
+        True,
+        RequestBody.__new__(RequestBody),
+        raw=raw + b"\r\nhello",
+        raw_headers=list(fields),
+    )
+    made.replace_headers([("traceparent", "00-ours-01"), ("tracestate", None)])
+    assert made.raw is not None
+    parsed = Parsed(made.raw)
+    assert (
+        parsed.fields
+        == made.headers
+        == [
+            ("Host", "fn"),
+            ("x-traceparent-note", "kept"),
+            ("Content-Length", "5"),
+            ("traceparent", "00-ours-01"),
+        ]
+    )
+    assert parsed.body == b"hello"
+
+
+def test_bytes_that_do_not_show_the_fields_as_lines_are_given_up() -> None:
+    # The fields say there is an X-Call-Id the bytes do not have as a line of its own.
+    made = request()
+    made.raw = RAW.replace(b"\r\nX-Call-Id: c-1", b"")
+    made.replace_headers([("x-call-id", "mine")])
+    assert made.raw is None  # written from the fields instead
 
 
 def test_headers_named_finds_the_first_of_each_in_any_case() -> None:

@@ -316,15 +316,16 @@ class Request:
         if raw_headers is not None:
             names = {name.encode("latin-1") for name in lowered}
             kept = [(key, value) for key, value in raw_headers if key.lower() not in names]
-            removed = len(kept) != len(raw_headers)
+            removed = len(raw_headers) - len(kept)
             self._raw_headers = kept
         else:
             headers = self.headers
             kept_text = [(key, value) for key, value in headers if key.lower() not in lowered]
-            removed = len(kept_text) != len(headers)
+            removed = len(headers) - len(kept_text)
             self._headers = kept_text
-        if removed:
-            self.raw = None  # its bytes still have the fields taken out
+        if removed and self.raw is not None:
+            names = {name.encode("latin-1") for name in lowered}
+            self.raw = _without_fields(self.raw, names, removed)
         self.add_headers([(name, value) for name, value in fields if value is not None])
 
     def add_headers(self, fields: list[tuple[str, str]]) -> None:
@@ -341,6 +342,21 @@ class Request:
             end = raw.find(b"\r\n\r\n") + 2  # raw is a whole message: its head ends
             lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
             self.raw = raw[:end] + lines.encode("latin-1") + raw[end:]
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a field sent on several lines, in order; without decoding the
+        others when they are still bytes."""
+        raw_headers = self._raw_headers
+        if raw_headers is None:
+            lowered = name.lower()
+            return [value for key, value in self.headers if key.lower() == lowered]
+        wanted = name.lower().encode("latin-1")
+        size = len(wanted)
+        return [
+            value.decode("latin-1")
+            for key, value in raw_headers
+            if len(key) == size and key.lower() == wanted
+        ]
 
     def header(self, name: str) -> str | None:
         """The first value of a header, matched without regard to case; without decoding the
@@ -370,6 +386,33 @@ class Request:
                     if place is not None and found[place] is None:
                         found[place] = raw_value.decode("latin-1")
         return found
+
+
+def _without_fields(raw: bytes, names: set[bytes], count: int) -> bytes | None:
+    """A whole message's bytes without the `count` lines of the fields `names` (in lower
+    case), or None when they are not all found as lines: then the request is written from
+    its fields. (llhttp takes only CRLF lines, without folding, so a field's line is a CRLF,
+    its name and a colon, up to the next CRLF.)"""
+    end = raw.find(b"\r\n\r\n") + 2
+    head = raw[:end].lower()
+    cuts = []
+    for name in names:
+        marker = b"\r\n" + name + b":"
+        at = head.find(marker)
+        while at >= 0:
+            line_end = head.find(b"\r\n", at + 2)
+            cuts.append((at, line_end))
+            at = head.find(marker, line_end)
+    if len(cuts) != count:
+        return None
+    cuts.sort()
+    pieces = []
+    start = 0
+    for at, line_end in cuts:
+        pieces.append(raw[start:at])
+        start = line_end
+    pieces.append(raw[start:])
+    return b"".join(pieces)
 
 
 class FieldNames:

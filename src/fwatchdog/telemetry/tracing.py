@@ -139,7 +139,7 @@ class Tracing:
             trace_state = None  # W3C: a tracestate without a valid traceparent is dropped
         else:
             trace_id, parent_id, parent_sampled = parent
-            states = [value for name, value in request.headers if name.lower() == "tracestate"]
+            states = [] if tracestate is None else request.header_values("tracestate")
             trace_state = ",".join(states) or None
         sampled = self._sampler.sampled(trace_id, parent_sampled)
         span_id = _new_id(64)
