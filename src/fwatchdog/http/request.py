@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, AnyStr, Protocol
 
 from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
@@ -310,23 +311,27 @@ class Request:
 
     def replace_headers(self, fields: list[tuple[str, str | None]]) -> None:
         """Put each `(name, value)` in place of every field of that name (a value of None
-        takes it out)."""
-        lowered = {name.lower() for name, _ in fields}
+        takes it out), at the end of the head; `raw` stays true to the fields."""
+        names = {name.lower().encode("latin-1") for name, _ in fields}
+        added: list[tuple[str, str]] = [
+            (name, value) for name, value in fields if value is not None
+        ]
         raw_headers = self._raw_headers
         if raw_headers is not None:
-            names = {name.encode("latin-1") for name in lowered}
-            kept = [(key, value) for key, value in raw_headers if key.lower() not in names]
+            kept = [field for field in raw_headers if field[0].lower() not in names]
             removed = len(raw_headers) - len(kept)
+            kept.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in added)
             self._raw_headers = kept
         else:
             headers = self.headers
-            kept_text = [(key, value) for key, value in headers if key.lower() not in lowered]
+            kept_text = [
+                field for field in headers if field[0].lower().encode("latin-1") not in names
+            ]
             removed = len(headers) - len(kept_text)
+            kept_text.extend(added)
             self._headers = kept_text
-        if removed and self.raw is not None:
-            names = {name.encode("latin-1") for name in lowered}
-            self.raw = _without_fields(self.raw, names, removed)
-        self.add_headers([(name, value) for name, value in fields if value is not None])
+        if self.raw is not None and (removed or added):
+            self.raw = _respliced(self.raw, names, removed, added)
 
     def add_headers(self, fields: list[tuple[str, str]]) -> None:
         """Add fields at the end of the head, keeping `raw`, the bytes a proxy may pass on as
@@ -337,11 +342,8 @@ class Request:
             )
         else:
             self.headers.extend(fields)
-        raw = self.raw
-        if raw is not None and fields:
-            end = raw.find(b"\r\n\r\n") + 2  # raw is a whole message: its head ends
-            lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
-            self.raw = raw[:end] + lines.encode("latin-1") + raw[end:]
+        if self.raw is not None and fields:
+            self.raw = _respliced(self.raw, _NO_NAMES, 0, fields)
 
     def header_values(self, name: str) -> list[str]:
         """Every value of a field sent on several lines, in order; without decoding the
@@ -388,30 +390,39 @@ class Request:
         return found
 
 
-def _without_fields(raw: bytes, names: set[bytes], count: int) -> bytes | None:
-    """A whole message's bytes without the `count` lines of the fields `names` (in lower
-    case), or None when they are not all found as lines: then the request is written from
-    its fields. (llhttp takes only CRLF lines, without folding, so a field's line is a CRLF,
-    its name and a colon, up to the next CRLF.)"""
-    end = raw.find(b"\r\n\r\n") + 2
-    head = raw[:end].lower()
-    cuts = []
-    for name in names:
-        marker = b"\r\n" + name + b":"
-        at = head.find(marker)
-        while at >= 0:
-            line_end = head.find(b"\r\n", at + 2)
-            cuts.append((at, line_end))
-            at = head.find(marker, line_end)
-    if len(cuts) != count:
-        return None
-    cuts.sort()
+_NO_NAMES: frozenset[bytes] = frozenset()
+
+
+def _respliced(
+    raw: bytes, names: Set[bytes], removed: int, added: Sequence[tuple[str, str]]
+) -> bytes | None:
+    """A whole message's bytes without the `removed` lines of the fields `names` (in lower
+    case) and with the `added` fields at the end of its head; None when the lines to take
+    out are not all found (then the request is written from its fields). llhttp takes only
+    CRLF lines without folding, so a field's line is a CRLF, its name and a colon, up to the
+    next CRLF."""
+    end = raw.find(b"\r\n\r\n") + 2  # raw is a whole message: its head ends
     pieces = []
     start = 0
-    for at, line_end in cuts:
-        pieces.append(raw[start:at])
-        start = line_end
-    pieces.append(raw[start:])
+    if removed:
+        head = raw[:end].lower()
+        cuts = []
+        for name in names:
+            marker = b"\r\n" + name + b":"
+            at = head.find(marker)
+            while at >= 0:
+                line_end = head.find(b"\r\n", at + 2)
+                cuts.append((at, line_end))
+                at = head.find(marker, line_end)
+        if len(cuts) != removed:
+            return None
+        cuts.sort()
+        for at, line_end in cuts:
+            pieces.append(raw[start:at])
+            start = line_end
+    pieces.append(raw[start:end])
+    pieces.append("".join([f"{name}: {value}\r\n" for name, value in added]).encode("latin-1"))
+    pieces.append(raw[end:])
     return b"".join(pieces)
 
 
