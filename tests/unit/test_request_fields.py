@@ -24,7 +24,10 @@ class Parsed:
         self.body += body
 
 
-def request(decoded: bool = False) -> Request:
+def request(decoded: bool = False, fields: list[tuple[bytes, bytes]] = FIELDS) -> Request:
+    """A request of `fields` with a 5-byte body, as the parser leaves it (or, `decoded`, as
+    a mode that read its fields as text does)."""
+    raw = b"POST /x HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in fields)
     made = Request(
         "POST",
         "/x",
@@ -34,8 +37,8 @@ def request(decoded: bool = False) -> Request:
         "1.1",
         True,
         RequestBody.__new__(RequestBody),
-        raw=RAW,
-        raw_headers=list(FIELDS),
+        raw=raw + b"\r\nhello",
+        raw_headers=list(fields),
     )
     if decoded:
         made.headers  # noqa: B018  # as a mode that read them leaves it
@@ -76,19 +79,7 @@ def test_every_line_of_a_replaced_field_goes_whatever_its_case() -> None:
         (b"x-traceparent-note", b"kept"),
         (b"Content-Length", b"5"),
     ]
-    raw = b"POST /x HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in fields)
-    made = Request(
-        "POST",
-        "/x",
-        "/x",
-        "",
-        None,
-        "1.1",
-        True,
-        RequestBody.__new__(RequestBody),
-        raw=raw + b"\r\nhello",
-        raw_headers=list(fields),
-    )
+    made = request(fields=fields)
     made.replace_headers([("traceparent", "00-ours-01"), ("tracestate", None)])
     assert made.raw is not None
     parsed = Parsed(made.raw)
