@@ -4,6 +4,8 @@ true to them: parsed again, the bytes give the fields the request now has."""
 from __future__ import annotations
 
 import httptools
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fwatchdog.http.request import FieldNames, Request, RequestBody
 
@@ -110,3 +112,33 @@ def test_headers_named_finds_the_first_of_each_in_any_case() -> None:
         made = request(decoded)
         made.add_headers([("x-call-id", "second"), ("HOST", "other")])
         assert made.headers_named(wanted) == ["c-1", None, "fn:8080"]
+
+
+# Names that collide in every case, names that contain one another, and field values with the
+# characters a value may hold (colons, spaces inside, tabs).
+NAMES = st.sampled_from(
+    ["traceparent", "TraceParent", "tracestate", "X-Trace", "x-traceparent", "Host", "A"]
+)
+VALUES = st.text(st.sampled_from("ab: 0-9\t,;="), max_size=12).map(str.strip)
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.tuples(NAMES, VALUES), max_size=8),
+    st.lists(st.tuples(NAMES, st.none() | VALUES.filter(bool)), min_size=1, max_size=3),
+    st.booleans(),
+)
+def test_changed_fields_and_their_bytes_always_agree(
+    sent: list[tuple[str, str]], changes: list[tuple[str, str | None]], decoded: bool
+) -> None:
+    fields = [(name.encode(), value.encode()) for name, value in sent]
+    fields.append((b"Content-Length", b"5"))
+    made = request(decoded, fields)
+    made.replace_headers(changes)
+    expected = [(n, v) for n, v in sent if n.lower() not in {c.lower() for c, _ in changes}]
+    expected.append(("Content-Length", "5"))
+    expected += [(name, value) for name, value in changes if value is not None]
+    assert made.headers == expected
+    assert made.raw is not None  # plain CRLF lines: the bytes are kept
+    parsed = Parsed(made.raw)
+    assert parsed.fields == expected and parsed.body == b"hello"
