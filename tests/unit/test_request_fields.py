@@ -7,6 +7,7 @@ import httptools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fwatchdog.http.headers import end_to_end
 from fwatchdog.http.request import FieldNames, Request, RequestBody
 
 FIELDS = [(b"Host", b"fn:8080"), (b"X-Call-Id", b"c-1"), (b"Content-Length", b"5")]
@@ -142,3 +143,35 @@ def test_changed_fields_and_their_bytes_always_agree(
     assert made.raw is not None  # plain CRLF lines: the bytes are kept
     parsed = Parsed(made.raw)
     assert parsed.fields == expected and parsed.body == b"hello"
+
+
+HOP_NAMES = st.sampled_from(
+    [
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Proxy-Authorization",
+        "Expect",
+        "X-Listed",
+        "X-Kept",
+        "Host",
+        "Upgrade",
+    ]
+)
+HOP_VALUES = st.sampled_from(["keep-alive", "close, X-Listed", "x-listed, te", "5", "", "a b"])
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(HOP_NAMES, HOP_VALUES), max_size=8), st.booleans())
+def test_the_bytes_a_proxy_passes_on_are_the_end_to_end_fields(
+    sent: list[tuple[str, str]], decoded: bool
+) -> None:
+    fields = [(name.encode(), value.encode()) for name, value in sent]
+    fields.append((b"Content-Length", b"5"))
+    made = request(decoded, fields)
+    passed = made.raw_end_to_end(frozenset((b"expect",)))
+    assert passed is not None  # plain CRLF lines: they can be cut
+    parsed = Parsed(passed)
+    assert parsed.fields == end_to_end(made.headers, frozenset(("expect",)))
+    assert parsed.body == b"hello"

@@ -53,6 +53,32 @@ def end_to_end(
     ]
 
 
+def dropped_raw_names(
+    headers: list[tuple[bytes, bytes]], also_drop: frozenset[bytes] = frozenset()
+) -> tuple[set[bytes], int]:
+    """Among fields as the parser gives them (bytes), the lower-cased names `end_to_end` would
+    not pass on (and `also_drop`), and how many of the fields have them."""
+    lowered_names = [name.lower() for name, _ in headers]
+    listed: set[bytes] = set()
+    if b"connection" in lowered_names:
+        for (_, value), lowered in zip(headers, lowered_names, strict=True):
+            if lowered == b"connection":
+                listed.update(token.strip().lower() for token in value.split(b","))
+        listed -= _CONNECTION_OPTIONS_BYTES
+    dropped: set[bytes] = set()
+    count = 0
+    for lowered in lowered_names:
+        if (
+            lowered in _HOP_BY_HOP_BYTES
+            or lowered in listed
+            or lowered in also_drop
+            or lowered[:6] == b"proxy-"
+        ):
+            dropped.add(lowered)
+            count += 1
+    return dropped, count
+
+
 def end_to_end_raw(
     headers: Iterable[tuple[bytes, bytes]], also_drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, AnyStr, Protocol
 
+from fwatchdog.http.headers import dropped_raw_names
 from fwatchdog.process.pipes import SpliceBlocked, splice_once, wait_readable, wait_writable
 
 if TYPE_CHECKING:
@@ -344,6 +345,18 @@ class Request:
             self.headers.extend(fields)
         if self.raw is not None and fields:
             self.raw = _respliced(self.raw, _NO_NAMES, 0, fields)
+
+    def raw_end_to_end(self, also_drop: frozenset[bytes]) -> bytes | None:
+        """`raw` without the fields a proxy does not pass on (http/headers.py's policy) and
+        `also_drop`; None when there is no `raw` or those lines cannot be cut out."""
+        raw = self.raw
+        if raw is None:
+            return None
+        fields = self._raw_headers
+        if fields is None:
+            fields = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self.headers]
+        names, count = dropped_raw_names(fields, also_drop)
+        return _respliced(raw, names, count, ()) if count else raw
 
     def header_values(self, name: str) -> list[str]:
         """Every value of a field sent on several lines, in order; without decoding the

@@ -63,6 +63,7 @@ IDEMPOTENCY_KEYS = frozenset(("idempotency-key", "x-idempotency-key"))
 
 # Towards the upstream the framing is ours to write, and 100-continue ours to answer.
 _FRAMING_FIELDS = frozenset(("content-length", "expect"))
+_EXPECT = frozenset((b"expect",))  # answered here; the body is already read
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 # Back to the client: the HTTP layer writes Date, we write X-Duration-Seconds.
 _NOT_RETURNED = frozenset((b"date", b"x-duration-seconds"))
@@ -291,18 +292,22 @@ class HttpMode:
         return exec_timeout, "exec_timeout"
 
     def _whole_message(self, request: Request, body: bytes) -> list[bytes]:
-        """The request as the upstream gets it, whole: the bytes it came as when nothing in
-        them must change (a Host, no hop-by-hop field or Expect, an origin-form target that
-        needs no prefix), else a head written afresh and the body framed."""
+        """The request as the upstream gets it, whole: the bytes it came as when its head
+        needs no new line (a Host, an origin-form target that needs no prefix, no upgrade),
+        less the lines of hop-by-hop fields and Expect; else a head written afresh and the
+        body framed."""
         raw = request.raw
         if (
             raw is not None
             and request.has_host
-            and not request.hop_by_hop
             and not self._path_prefix
             and request.target[:1] == "/"
+            and not request.upgrade
         ):
-            return [raw]
+            if request.hop_by_hop:
+                raw = request.raw_end_to_end(_EXPECT)
+            if raw is not None:
+                return [raw]
         head = self._head(request, self._framing(request, body))
         if request.chunked and not self._buffer_body:
             return [head, *encode_chunk(body), LAST_CHUNK] if body else [head, LAST_CHUNK]
