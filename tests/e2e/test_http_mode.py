@@ -346,6 +346,19 @@ def test_hop_by_hop_response_headers_are_not_returned(shared: Watchdog) -> None:
     assert len(headers.get_all("X-Duration-Seconds") or []) == 1
 
 
+def test_node_s_keep_alive_fields_stop_here(shared: Watchdog) -> None:
+    # Node's server puts Connection and Keep-Alive on every answer; both stop at this hop.
+    connection = shared.connection()
+    for _ in range(3):  # the first answer and the same bytes again
+        connection.request("GET", "/node")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"node\n")
+        assert response.getheader("X-Powered-By") == "Express"
+        assert response.getheader("Keep-Alive") is None
+        assert response.getheader("Connection") is None
+    connection.close()
+
+
 def test_repeated_set_cookie_headers_are_all_returned(shared: Watchdog) -> None:
     status, headers, _ = request(shared, "GET", "/cookies")
     assert status == 200

@@ -123,6 +123,14 @@ class Handler(BaseHTTPRequestHandler):
                 b"Content-Length: 6\r\nConnection: keep-alive\r\nSet-Cookie: a=1\r\n"
                 b"Set-Cookie: b=2\r\n\r\nwhole\n"
             )
+        elif path == "/node":
+            # As Node's http server answers (Express): Connection and Keep-Alive, in one write.
+            self.read_body()
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Length: 5\r\n"
+                b"Date: Sat, 28 Nov 2026 03:00:00 GMT\r\nConnection: keep-alive\r\n"
+                b"Keep-Alive: timeout=5\r\n\r\nnode\n"
+            )
         elif path == "/count":
             # How many requests for /count this server has answered, in one write.
             self.read_body()

@@ -44,6 +44,22 @@ def test_simple_response_passes_with_our_field_and_without_connection() -> None:
     )
 
 
+def test_node_s_answer_passes_without_connection_and_keep_alive() -> None:
+    data = response(
+        b"X-Powered-By: Express",
+        b"Content-Length: 5",
+        b"Date: Sat, 28 Nov 2026 03:00:00 GMT",
+        b"Connection: keep-alive",
+        b"Keep-Alive: timeout=5",
+    )
+    passed = ResponsePassthrough().pass_on(data)
+    assert passed is not None and passed.upstream_keeps_alive
+    assert passed.message(ADDED) == (
+        b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Length: 5\r\n"
+        b"Date: Sat, 28 Nov 2026 03:00:00 GMT\r\n" + ADDED + b"\r\nhello"
+    )
+
+
 def test_connection_close_passes_but_the_upstream_connection_is_not_kept() -> None:
     data = response(b"Connection: close", b"Content-Length: 5")
     passed = ResponsePassthrough().pass_on(data)
@@ -75,7 +91,7 @@ def test_a_response_without_date_gets_ours() -> None:
         response(b"Content-Type: text/plain"),  # delimited by the end of the connection
         response(b"Connection: X-Secret", b"X-Secret: 1", b"Content-Length: 5"),
         response(b"Connection: close", b"Connection: keep-alive", b"Content-Length: 5"),
-        response(b"Keep-Alive: timeout=5", b"Content-Length: 5"),
+        response(b"Keep-Alive: timeout=5", b"Keep-Alive: max=3", b"Content-Length: 5"),
         response(b"Proxy-Authenticate: Basic", b"Content-Length: 5"),
         response(b"Upgrade: h2c", b"Content-Length: 5"),
         response(b"X-Duration-Seconds: 1", b"Content-Length: 5"),

@@ -3,7 +3,8 @@
 Taking a message apart into headers and writing it again costs every header twice, in Python,
 and that was most of what http mode spent on a small request. Most requests and responses a
 function server sees are small, arrive whole in one read, and carry nothing a proxy must
-change but a hop-by-hop `Connection: keep-alive`. These helpers recognise such a message (llhttp
+change but a hop-by-hop `Connection: keep-alive` (and, from Node's server, `Keep-Alive:
+timeout=5`). These helpers recognise such a message (llhttp
 parses and validates a response, and its callbacks note the few fields that matter) and make
 the few edits on the bytes. Anything unusual is declined (None or False) and goes the long
 way, through the parser's callbacks, so the checks here can afford to be strict.
@@ -19,9 +20,9 @@ from fwatchdog.http.headers import HOP_BY_HOP
 HEAD_END = b"\r\n\r\n"
 
 # Response fields that send a response the long way: hop-by-hop ones other than Connection
-# (RFC 9110 7.6.1), chunked framing, and the header the watchdog adds itself.
+# and Keep-Alive (RFC 9110 7.6.1), chunked framing, and the header the watchdog adds itself.
 _UNUSUAL_RESPONSE_FIELDS = frozenset(
-    {name.encode() for name in HOP_BY_HOP - {"connection"}} | {b"x-duration-seconds"}
+    {name.encode() for name in HOP_BY_HOP - {"connection", "keep-alive"}} | {b"x-duration-seconds"}
 )
 _ONLY_OPTIONS = (b"keep-alive", b"close")
 # Distinct responses remembered (all forgotten when full), and the largest.
@@ -65,6 +66,7 @@ class ResponsePassthrough:
         "_connection_name",
         "_has_date",
         "_has_length",
+        "_keep_alive_name",
         "_keeps_alive",
         "_known",
         "_messages",
@@ -85,6 +87,7 @@ class ResponsePassthrough:
         self._has_date = False
         self._has_length = False
         self._connection_name: bytes | None = None
+        self._keep_alive_name: bytes | None = None
 
     # llhttp callbacks
     def on_message_begin(self) -> None:
@@ -103,6 +106,9 @@ class ResponsePassthrough:
             if self._connection_name is not None or value.strip().lower() not in _ONLY_OPTIONS:
                 self._unusual = True  # it names fields to drop, or says two things
             self._connection_name = name
+        elif lowered == b"keep-alive":
+            self._unusual |= self._keep_alive_name is not None
+            self._keep_alive_name = name
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -112,8 +118,9 @@ class ResponsePassthrough:
         self._keeps_alive = self._parser.should_keep_alive()  # forgotten once it returns
 
     def pass_on(self, data: bytes) -> PassedResponse | None:
-        """`data` ready to pass on without its `Connection` line, when it is exactly one
-        whole, valid, simple response with a Content-Length body; None otherwise."""
+        """`data` ready to pass on without its `Connection` and `Keep-Alive` lines, when it
+        is exactly one whole, valid, simple response with a Content-Length body; None
+        otherwise."""
         known = self._known.get(data)
         if known is not None:
             return known
@@ -121,7 +128,7 @@ class ResponsePassthrough:
             return None
         self._messages = self._body_size = 0
         self._complete = self._unusual = self._has_date = self._has_length = False
-        self._connection_name = None
+        self._connection_name = self._keep_alive_name = None
         parser = self._parser
         try:
             parser.feed_data(data)
@@ -138,10 +145,10 @@ class ResponsePassthrough:
         if len(data) - head_end - 4 != self._body_size:
             return None  # bytes after the body (llhttp skips stray line ends): not ours to pass
         fields = data[: head_end + 2]
-        connection_name = self._connection_name
-        if connection_name is not None:
-            cut = fields.find(b"\r\n" + connection_name + b":")
-            fields = fields[:cut] + fields[fields.find(b"\r\n", cut + 2) :]
+        for name in (self._connection_name, self._keep_alive_name):
+            if name is not None:
+                cut = fields.find(b"\r\n" + name + b":")
+                fields = fields[:cut] + fields[fields.find(b"\r\n", cut + 2) :]
         passed = PassedResponse(
             status, fields, self._has_date, data[head_end + 4 :], self._keeps_alive
         )
