@@ -14,6 +14,10 @@ Lanes:
   export thread is kept idle), and `span-encoding`: encoding one span of a 512-span batch;
 - `http-gateway-traced-caller`: traced, each call carrying the caller's `traceparent` (a
   traced gateway's), which the watchdog replaces with its own;
+- `http-node-answer`: `http-gateway` answered as Node's http server answers (Express:
+  `Connection: keep-alive` and `Keep-Alive: timeout=5`);
+- `http-browser-request`: a browser-shaped POST (its fields, `Connection: keep-alive`) instead
+  of the gateway's;
 - `static-1k`: a cached 1 KiB file.
 """
 
@@ -36,8 +40,15 @@ LANES = (
     "http-gateway",
     "http-gateway-traced",
     "http-gateway-traced-caller",
+    "http-node-answer",
+    "http-browser-request",
     "span-encoding",
     "static-1k",
+)
+NODE_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Type: text/html; charset=utf-8\r\n"
+    b'Content-Length: 17\r\nETag: W/"11-abc"\r\nDate: Sat, 28 Nov 2026 03:00:00 GMT\r\n'
+    b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello from node!\n"
 )
 # Tracing on, every request sampled, nothing exported while the requests are counted.
 TRACED = {
@@ -66,19 +77,35 @@ def gateway_request(number: int, traced_caller: bool = False) -> bytes:
     ) + b"x" * 100
 
 
-async def _http_gateway(requests: int, made: int, traced_caller: bool = False) -> None:
+def browser_request(number: int) -> bytes:
+    """A POST as a browser sends it, straight to the function (an ingress, no gateway)."""
+    return (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Mozilla/5.0\r\n"
+        b"Content-Length: 100\r\nContent-Type: application/octet-stream\r\n"
+        b"Connection: keep-alive\r\nX-Request-Id: %s\r\nAccept: */*\r\n"
+        b"Accept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n"
+        % str(uuid.uuid4()).encode()
+    ) + b"x" * 100
+
+
+async def _http_gateway(requests: int, made: int, lane: str) -> None:
     from benchmarks import inprocess
     from fwatchdog.telemetry.logs import Log
 
+    answer = NODE_ANSWER if lane == "http-node-answer" else inprocess.NGINX_ANSWER
     # As many calls made in both runs, so that making them is not counted.
-    calls = [gateway_request(number, traced_caller) for number in range(WARM_UP + made)]
+    if lane == "http-browser-request":
+        calls = [browser_request(number) for number in range(WARM_UP + made)]
+    else:
+        traced_caller = lane == "http-gateway-traced-caller"
+        calls = [gateway_request(number, traced_caller) for number in range(WARM_UP + made)]
     with open(os.devnull, "w") as sink:
         log = Log(stream=sink)
         log.attach(asyncio.get_running_loop())
         connection, upstream = inprocess.pooled_http(log)
         for call in calls[: WARM_UP + requests]:
             connection.data_received(call)
-            upstream.data_received(inprocess.NGINX_ANSWER)
+            upstream.data_received(answer)
         await asyncio.sleep(0.01)  # the batched writes and the log lines
 
 
@@ -117,10 +144,10 @@ async def _static_1k(requests: int, made: int) -> None:
 def _child(lane: str, requests: int, made: int) -> None:
     import uvloop
 
-    if lane == "http-gateway-traced-caller":
-        uvloop.run(_http_gateway(requests, made, traced_caller=True))
+    if lane.startswith("http-"):
+        uvloop.run(_http_gateway(requests, made, lane))
         return
-    run = {"static-1k": _static_1k, "span-encoding": _span_encoding}.get(lane, _http_gateway)
+    run = {"static-1k": _static_1k, "span-encoding": _span_encoding}[lane]
     uvloop.run(run(requests, made))
 
 
