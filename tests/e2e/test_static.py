@@ -463,7 +463,10 @@ def test_static_if_none_match_wins_over_if_modified_since(served: Watchdog) -> N
 
 
 def test_static_if_modified_since_not_modified_is_304(served: Watchdog) -> None:
-    for date in (MTIME_HTTP, formatdate(MTIME + 3600, usegmt=True)):
+    later = time.gmtime(MTIME + 3600)
+    rfc850 = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", later)
+    asctime = time.asctime(later)  # no zone: UTC, as Go's http.ParseTime reads it
+    for date in (MTIME_HTTP, formatdate(MTIME + 3600, usegmt=True), rfc850, asctime):
         reply = raw_get(served, "/hello.txt", {"If-Modified-Since": date})
         assert reply.status == 304, date
         assert reply.body == b""

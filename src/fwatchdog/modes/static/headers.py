@@ -8,6 +8,8 @@ with If-Range, including the layout of a `multipart/byteranges` body. No I/O her
 
 from __future__ import annotations
 
+import datetime
+import functools
 import mimetypes
 import re
 import secrets
@@ -110,6 +112,22 @@ def sniff_content_type(head: bytes) -> str:
 
 def parse_http_date(text: str) -> int | None:
     """Seconds since the epoch of an HTTP date (any of its three formats); None if invalid."""
+    if len(text) > _DATE_KEPT_LENGTH:  # no HTTP date is this long: not worth remembering
+        return _parse_http_date(text)
+    return _parse_short_http_date(text)
+
+
+# Clients revalidating a file send back the Last-Modified it was served with: the same few
+# strings again and again.
+_DATE_KEPT_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_short_http_date(text: str) -> int | None:
+    return _parse_http_date(text)
+
+
+def _parse_http_date(text: str) -> int | None:
     # Imported here: it costs start-up time, and only conditional requests need it.
     from email.utils import parsedate_to_datetime
 
@@ -118,8 +136,14 @@ def parse_http_date(text: str) -> int | None:
     except (TypeError, ValueError, IndexError):
         return None
     if parsed.tzinfo is None:
-        return None
+        if not _ASCTIME.fullmatch(text):
+            return None  # a date without a zone
+        parsed = parsed.replace(tzinfo=datetime.UTC)  # asctime's are in UTC
     return int(parsed.timestamp())
+
+
+# C's asctime() format, the third an HTTP date may have (RFC 9110 5.6.7): no zone, always UTC.
+_ASCTIME = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}")
 
 
 @dataclass(frozen=True, slots=True)
