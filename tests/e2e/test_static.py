@@ -470,6 +470,9 @@ def test_static_if_modified_since_not_modified_is_304(served: Watchdog) -> None:
         reply = raw_get(served, "/hello.txt", {"If-Modified-Since": date})
         assert reply.status == 304, date
         assert reply.body == b""
+        # As Go's: the validators, no description of a body (the file is cached by now).
+        assert reply.headers["etag"] and reply.headers["last-modified"] == MTIME_HTTP
+        assert "content-type" not in reply.headers and "content-length" not in reply.headers
 
 
 def test_static_if_modified_since_before_the_change_is_200(served: Watchdog) -> None:

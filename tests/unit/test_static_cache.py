@@ -11,7 +11,14 @@ from fwatchdog.modes.static.cache import RECHECK_SECONDS, CachedFile, FileCache,
 
 def cached(path: Path) -> CachedFile:
     data = path.read_bytes()
-    return CachedFile(bytes(path), identity_of(os.stat(path)), None, data, b"HTTP/1.1 200 OK\r\n")  # type: ignore[arg-type]
+    return CachedFile(
+        bytes(path),
+        identity_of(os.stat(path)),
+        None,  # type: ignore[arg-type]
+        data,
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 304 Not Modified\r\n",
+    )
 
 
 def rewrite(path: Path, data: bytes) -> None:

@@ -80,6 +80,11 @@ class FileFacts:
             ("Accept-Ranges", "bytes"),
         ]
 
+    def not_modified_headers(self) -> list[tuple[str, str]]:
+        """What a 304 says of the file: its validators."""
+        validators = self.validators
+        return [("ETag", validators.etag), ("Last-Modified", validators.last_modified)]
+
 
 @dataclass(slots=True)
 class CachedFile:
@@ -90,6 +95,7 @@ class CachedFile:
     facts: FileFacts
     body: bytes
     head_200: bytes  # the status line and headers of a 200, Date and blank line excepted
+    head_304: bytes  # the same for a 304 (a client revalidating its copy)
     checked: int = -1  # the FileCache tick of the last check (-1: check at next use)
 
 

@@ -181,11 +181,12 @@ class StaticMode:
 
     def _send_cached(self, request: Request, response: Response, cached: CachedFile) -> None:
         conditions = conditions_of(request)
-        if conditions.any:
-            outcome = _Outcome.decide(conditions, cached.facts)
-            outcome.send_from_memory(response, cached.body)
-            return
-        response.send_prepared(200, cached.head_200, cached.body)
+        if not conditions.any:
+            response.send_prepared(200, cached.head_200, cached.body)
+        elif precondition_status(conditions, cached.facts.validators) == 304:
+            response.send_prepared(304, cached.head_304, b"")
+        else:
+            _Outcome.decide(conditions, cached.facts).send_from_memory(response, cached.body)
 
     async def _send_file(
         self, request: Request, response: Response, raw_path: str, opened: OpenedFile
@@ -211,6 +212,7 @@ class StaticMode:
                 facts,
                 head,
                 prepared_head(200, [*facts.headers(), ("Content-Length", str(size))]),
+                prepared_head(304, facts.not_modified_headers()),
             )
             if size == st.st_size:
                 self._cache.put(raw_path, entry)
@@ -246,8 +248,7 @@ class _Outcome:
         size = validators.size
         status = precondition_status(conditions, validators)
         if status == 304:
-            headers = [("ETag", validators.etag), ("Last-Modified", validators.last_modified)]
-            return cls(304, headers, [], send_body=False)
+            return cls(304, facts.not_modified_headers(), [], send_body=False)
         if status == 412:
             headers = [*TEXT_PLAIN, ("Content-Length", str(len(PRECONDITION_FAILED)))]
             return cls(412, headers, [], tail=PRECONDITION_FAILED)
