@@ -115,7 +115,8 @@ def _connection(config: Config, mode: Any, log: Log) -> tuple[HttpConnection, Co
     return conn, transport
 
 
-async def _static_lane(log: Log, root: Path) -> Callable[[], None]:
+async def _static_lane(log: Log, root: Path, request: bytes = GET) -> Callable[[], None]:
+    """A cached 1 KiB file, asked for by `request` again and again."""
     from fwatchdog.modes.static.mode import StaticMode
 
     (root / "one.bin").write_bytes(bytes(range(256)) * 4)
@@ -125,7 +126,7 @@ async def _static_lane(log: Log, root: Path) -> Callable[[], None]:
     conn, _ = _connection(config, mode, log)
     conn.data_received(GET)  # the first one reads the file and fills the cache
     await asyncio.sleep(0.05)
-    return lambda: conn.data_received(GET)
+    return lambda: conn.data_received(request)
 
 
 def pooled_http(log: Log) -> tuple[HttpConnection, UpstreamConnection]:

@@ -18,7 +18,8 @@ Lanes:
   `Connection: keep-alive` and `Keep-Alive: timeout=5`);
 - `http-browser-request`: a browser-shaped POST (its fields, `Connection: keep-alive`) instead
   of the gateway's;
-- `static-1k`: a cached 1 KiB file.
+- `static-1k`: a cached 1 KiB file; `static-1k-revalidated`: the same asked for by a browser
+  revalidating its copy (If-Modified-Since), answered 304.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ LANES = (
     "http-browser-request",
     "span-encoding",
     "static-1k",
+    "static-1k-revalidated",
+)
+REVALIDATION = (
+    b"GET /one.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Mozilla/5.0 (X11; Linux)\r\n"
+    b"Accept: */*\r\nAccept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"If-Modified-Since: Sat, 01 Jan 2050 00:00:00 GMT\r\n\r\n"
 )
 NODE_ANSWER = (
     b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Type: text/html; charset=utf-8\r\n"
@@ -128,14 +135,16 @@ async def _span_encoding(requests: int, made: int) -> None:
         encoder.encode(records)
 
 
-async def _static_1k(requests: int, made: int) -> None:
+async def _static_1k(requests: int, made: int, request: bytes | None = None) -> None:
     from benchmarks import inprocess
     from fwatchdog.telemetry.logs import Log
 
     with open(os.devnull, "w") as sink, tempfile.TemporaryDirectory() as root:
         log = Log(stream=sink)
         log.attach(asyncio.get_running_loop())
-        one: Callable[[], None] = await inprocess._static_lane(log, Path(root))
+        one: Callable[[], None] = await inprocess._static_lane(
+            log, Path(root), request or inprocess.GET
+        )
         for _ in range(WARM_UP + requests):
             one()
         await asyncio.sleep(0.01)
@@ -146,6 +155,9 @@ def _child(lane: str, requests: int, made: int) -> None:
 
     if lane.startswith("http-"):
         uvloop.run(_http_gateway(requests, made, lane))
+        return
+    if lane == "static-1k-revalidated":
+        uvloop.run(_static_1k(requests, made, REVALIDATION))
         return
     run = {"static-1k": _static_1k, "span-encoding": _span_encoding}[lane]
     uvloop.run(run(requests, made))
