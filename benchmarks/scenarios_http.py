@@ -13,6 +13,8 @@ ceiling for any proxy written in Python.
 `http-gateway-traced` is `http-gateway` with OpenTelemetry tracing on at 100% sampling,
 exporting to an OTLP/HTTP sink on loopback (the Go of-watchdog has no tracing: its figure is
 untraced, which is what the tracing issue compares with).
+`http-gateway-node` is `http-gateway` with nginx answering as Node's http server does (Express,
+the OpenFaaS node templates): `Keep-Alive: timeout=5` on every answer.
 `http-python` puts it in front of Python's threading http.server (a realistic, slow upstream).
 Both watchdogs start the upstream themselves through `fprocess` with `mode=http` and
 `upstream_url`, the settings the Go of-watchdog takes too. wrk: -t1, POST of 100 bytes.
@@ -157,6 +159,15 @@ def _ceiling_proxy(command: list[str], upstream_port: int) -> Iterator[int]:
         proxy.wait(10)
 
 
+def proxy_to_node_shaped_answers(binary: WatchdogBinary, options: Options) -> dict[str, float]:
+    """wrk through the watchdog, gateway-shaped calls, to nginx answering as Node does."""
+    with running(binary, _settings(f"{NGINX} node")) as watchdog:
+        _wait_for_upstream(watchdog)
+        result = run_wrk(watchdog.port, options.duration, options.connections, gateway=True)
+        watchdog.check_alive()
+    return _checked(result, "through the watchdog")
+
+
 @contextmanager
 def _otlp_sink() -> Iterator[tuple[str, list[int]]]:
     """An OTLP/HTTP endpoint on loopback (its URL is yielded) that takes every export and keeps
@@ -251,6 +262,20 @@ def http_scenarios(options: Options) -> list[Scenario]:
                 ),
             ),
             proxy_to_nginx_gateway_shaped,
+            needs_wrk=True,
+        ),
+        Scenario(
+            "http-gateway-node",
+            (
+                Metric(
+                    "rps",
+                    f"http mode, gateway-shaped, answered as Node answers (Keep-Alive), req/s "
+                    f"({load})",
+                    True,
+                ),
+                Metric("p99_ms", "  p99 latency, ms", False, 2),
+            ),
+            proxy_to_node_shaped_answers,
             needs_wrk=True,
         ),
         Scenario(
