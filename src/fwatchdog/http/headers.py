@@ -83,20 +83,12 @@ def end_to_end_raw(
     headers: Iterable[tuple[bytes, bytes]], also_drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[str, str]]:
     """`end_to_end` for fields as a response parser gives them (bytes), decoded."""
-    kept: list[tuple[bytes, bytes]] = []
-    listed: set[bytes] = set()
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b","))
-        if lowered in _HOP_BY_HOP_BYTES or lowered.startswith(b"proxy-") or lowered in also_drop:
-            continue
-        kept.append((name, value))
-    listed -= _CONNECTION_OPTIONS_BYTES
+    fields = list(headers)
+    dropped, count = dropped_raw_names(fields, also_drop)
     return [
         (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in kept
-        if not listed or name.lower() not in listed
+        for name, value in fields
+        if not count or name.lower() not in dropped
     ]
 
 
